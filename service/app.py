@@ -1,0 +1,105 @@
+"""The application factory: routes, middleware, error handlers and a lifespan, all explicit.
+
+``create_app(settings)`` builds an app; nothing is created at import time. The database engine
+lives in the lifespan and reaches requests through the lifespan state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from service.api import jobs
+from service.config import Settings, redact_url
+from service.db import Database
+from service.health import healthz, readyz
+from service.http import ApiError, error_response, handle_api_error, unavailable
+from service.logging import RequestLogMiddleware, configure_logging
+from service.migrations import head_revision
+from service.signatures import SignatureVerifier
+from service.webhooks import receive_analysis_result
+
+log = structlog.get_logger("service.app")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/webhooks/analysis", receive_analysis_result, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/payload", jobs.get_payload, methods=["GET"]),
+    ]
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    messages = {404: "no such route", 405: "method not allowed on this route"}
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
+                          messages.get(exc.status_code, str(exc.detail)),
+                          headers=dict(exc.headers) if exc.headers else None)
+
+
+async def _database_error(_request: Request, exc: Exception) -> Response:
+    log.error("database.unavailable", error_type=type(exc).__name__, error_detail=str(exc)[:300])
+    error = unavailable()
+    return error_response(error.status, error.code, error.message, headers=error.headers)
+
+
+async def _internal_error(_request: Request, exc: Exception) -> Response:
+    log.error("http.internal_error", error_type=type(exc).__name__, exc_info=exc)
+    return error_response(500, "internal_error", "internal error; see the service log")
+
+
+def create_app(settings: Settings) -> Starlette:
+    settings.require_secret_or_unsigned()
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        database = Database.from_settings(settings)
+        log.info("service.started", database=redact_url(settings.database_url),
+                 secret_count=len(settings.webhook_secrets), allow_unsigned=settings.allow_unsigned,
+                 root_path=settings.root_path or None)
+        try:
+            yield {
+                "settings": settings,
+                "database": database,
+                "verifier": SignatureVerifier(
+                    settings.webhook_secrets, allow_unsigned=settings.allow_unsigned,
+                    tolerance_seconds=settings.signature_tolerance_seconds),
+                "schema_head": head_revision(),
+            }
+        finally:
+            await database.dispose()
+            log.info("service.stopped")
+
+    return Starlette(
+        routes=routes(),
+        middleware=[Middleware(RequestLogMiddleware)],
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: _http_error,
+            SQLAlchemyError: _database_error,
+            OSError: _database_error,
+            Exception: _internal_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+def app_from_env() -> Starlette:
+    """The uvicorn factory: settings from the environment, logging, the app."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

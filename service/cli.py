@@ -1,0 +1,351 @@
+"""The ``results-receiver`` command line.
+
+serve, migrate, tokens (create/list/revoke), secret generate, send-test, replay. Errors a user
+can fix are printed as one clear line and exit with status 2; nothing prints a secret except
+``secret generate`` and ``tokens create``, whose whole purpose is to show one once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import structlog
+
+from service import signatures
+from service.config import PREFIX, ConfigError, Settings, redact_url
+from service.db import UNAVAILABLE_ERRORS
+from service.logging import configure_logging
+
+log = structlog.get_logger("service.cli")
+
+EXAMPLES = {"video": "video_finished.json", "image": "image_batch_finished.json",
+            "failed": "video_failed.json"}
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+# --- serve / migrate -------------------------------------------------------------------------
+
+def ensure_schema(settings: Settings) -> None:
+    """SQLite: bring the schema to head. PostgreSQL: refuse to go on unless it is at head."""
+    from service.migrations import head_revision, upgrade
+
+    if settings.dialect == "sqlite":
+        upgrade(settings.database_url)
+        return
+    current = asyncio.run(_current_revision(settings))
+    if current != head_revision():
+        raise UsageError(
+            f"the database schema is at {current or 'nothing'}, not {head_revision()}: "
+            "run `results-receiver migrate` first")
+
+
+async def _current_revision(settings: Settings) -> str | None:
+    from service.db import Database
+    from service.migrations import current_revision
+
+    database = Database.from_settings(settings)
+    try:
+        async with database.read() as conn:
+            return await current_revision(conn)
+    finally:
+        await database.dispose()
+
+
+def ensure_secret(settings: Settings) -> Settings:
+    """Create the data folder's secret file when no secret is configured (mode 0600)."""
+    if settings.webhook_secrets or settings.allow_unsigned:
+        return settings
+    path = settings.secret_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")
+    log.warning("webhook.secret_created", path=str(path))
+    print(
+        f"No {PREFIX}WEBHOOK_SECRETS set: created a webhook secret in {path} (mode 0600).\n"
+        f"Register it upstream as webhook.secret:  cat {path}",
+        file=sys.stderr,
+    )
+    return settings.with_secret_file()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.forwarded_allow_ips is not None:
+        os.environ[PREFIX + "FORWARDED_ALLOW_IPS"] = args.forwarded_allow_ips
+    if args.root_path is not None:
+        os.environ[PREFIX + "ROOT_PATH"] = args.root_path
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    ensure_schema(settings)
+    settings = ensure_secret(settings)
+    settings.require_secret_or_unsigned()
+    log.info("service.serving", host=args.host, port=args.port, workers=args.workers,
+             database=redact_url(settings.database_url), secrets_source=settings.secrets_source)
+    uvicorn.run(
+        "service.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        root_path=settings.root_path,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_keep_alive=args.keep_alive,
+    )
+    return 0
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from service.migrations import head_revision, upgrade
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    upgrade(settings.database_url)
+    print(f"database {redact_url(settings.database_url)} is at revision {head_revision()}")
+    return 0
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    settings = _settings()
+    configure_logging(settings.log_format, "warning")
+    ensure_schema(settings)
+    return asyncio.run(_tokens(settings, args))
+
+
+async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
+    from service import tokens
+    from service.db import Database
+    from service.models import utcnow
+
+    database = Database.from_settings(settings)
+    try:
+        if args.tokens_command == "create":
+            try:
+                async with database.write() as conn:
+                    token = await tokens.create(conn, name=args.name, scope=args.scope,
+                                                now=utcnow())
+            except tokens.TokenNameTaken:
+                raise UsageError(f"an active token named {args.name!r} exists; revoke it "
+                                 "first or choose another name") from None
+            print(token)
+            print(f"Created {args.scope} token {args.name!r}. It is shown only this once; "
+                  "store it now.", file=sys.stderr)
+        elif args.tokens_command == "list":
+            async with database.read() as conn:
+                listed = await tokens.list_tokens(conn)
+            print(f"{'NAME':<24} {'SCOPE':<6} {'CREATED':<26} REVOKED")
+            for info in listed:
+                revoked = info.revoked_at.isoformat(timespec="seconds") if info.revoked_at else "-"
+                print(f"{info.name:<24} {info.scope:<6} "
+                      f"{info.created_at.isoformat(timespec='seconds'):<26} {revoked}")
+        else:
+            async with database.write() as conn:
+                revoked_any = await tokens.revoke(conn, name=args.name, now=utcnow())
+            if not revoked_any:
+                raise UsageError(f"no active token named {args.name!r}")
+            print(f"Revoked token {args.name!r}.")
+    finally:
+        await database.dispose()
+    return 0
+
+
+# --- secret ----------------------------------------------------------------------------------
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    if args.format == "whsec":
+        print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
+    else:
+        print(secrets.token_urlsafe(32))
+    return 0
+
+
+# --- send-test -------------------------------------------------------------------------------
+
+def example_body(name: str) -> bytes:
+    """The reference example ``name`` as compact JSON, as the upstream would send it."""
+    import msgspec
+
+    raw = resources.files("service.examples").joinpath(EXAMPLES[name]).read_bytes()
+    return msgspec.json.encode(msgspec.json.decode(raw))
+
+
+def build_request(body: bytes, *, secret: str | None, scheme: str) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "User-Agent": "results-receiver-send-test"}
+    if secret is None:
+        return headers
+    if scheme == "standard":
+        message_id = "msg_" + uuid.uuid4().hex
+        timestamp = int(time.time())
+        headers["webhook-id"] = message_id
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["webhook-signature"] = signatures.sign_standard(secret, message_id, timestamp,
+                                                                body)
+    else:
+        headers["X-Webhook-Signature"] = signatures.sign(secret, body)
+    return headers
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    import httpx
+    import msgspec
+
+    if args.payload is not None:
+        try:
+            body = Path(args.payload).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.payload}: {exc.strerror}") from None
+    else:
+        body = example_body(args.example)
+    if args.job_id is not None:
+        document = msgspec.json.decode(body)
+        document["job_id"] = args.job_id
+        body = msgspec.json.encode(document)
+    secret = args.secret
+    if args.secret_file is not None:
+        try:
+            secret = Path(args.secret_file).read_text(encoding="utf-8").strip().split(",")[0]
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.secret_file}: {exc.strerror}") from None
+    if secret is None and not args.unsigned:
+        raise UsageError("give --secret S (or --secret-file F), or --unsigned")
+    headers = build_request(body, secret=None if args.unsigned else secret, scheme=args.scheme)
+    try:
+        response = httpx.post(args.url, content=body, headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"send-test: could not deliver to {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"HTTP {response.status_code}")
+    print(response.text)
+    return 0 if response.is_success else 1
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from service.replay import replay
+
+    settings = _settings()
+    configure_logging(settings.log_format, "warning")
+    ensure_schema(settings)
+
+    def progress(done: int, total: int, job_id: str | None, outcome: str) -> None:
+        print(f"[{done}/{total}] {job_id or '-'}: {outcome}", file=sys.stderr)
+
+    summary = asyncio.run(replay(settings, job_id=args.job, progress=progress))
+    print(" ".join(f"{k}={v}" for k, v in sorted(summary.items())) or "nothing to replay")
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="results-receiver",
+        description="Receive, store and query the result webhooks of the analysis API.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--forwarded-allow-ips", default=None,
+                       help=f"proxies trusted for X-Forwarded-* ({PREFIX}FORWARDED_ALLOW_IPS)")
+    serve.add_argument("--root-path", default=None,
+                       help=f"path prefix behind a proxy, e.g. /results ({PREFIX}ROOT_PATH)")
+    serve.add_argument("--graceful-timeout", type=int, default=30,
+                       help="seconds to finish in-flight requests on shutdown (default 30)")
+    serve.add_argument("--keep-alive", type=int, default=75,
+                       help="idle keep-alive seconds; keep above the proxy's (default 75)")
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="alembic upgrade head")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    tokens = commands.add_parser("tokens", help="manage query-API tokens")
+    token_commands = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", help="create a token and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", choices=["read", "admin"], default="read")
+    token_commands.add_parser("list", help="list tokens (never their values)")
+    revoke = token_commands.add_parser("revoke", help="revoke the active token with this name")
+    revoke.add_argument("name")
+    tokens.set_defaults(handler=cmd_tokens)
+
+    secret = commands.add_parser("secret", help="webhook secrets")
+    secret_commands = secret.add_subparsers(dest="secret_command", required=True,
+                                            metavar="ACTION")
+    generate = secret_commands.add_parser("generate", help="print a new random webhook secret")
+    generate.add_argument("--format", choices=["plain", "whsec"], default="plain",
+                          help="whsec: a Standard Webhooks secret")
+    secret.set_defaults(handler=cmd_secret)
+
+    send = commands.add_parser("send-test", help="sign and POST a result like the upstream")
+    send.add_argument("url", help="e.g. http://127.0.0.1:8000/webhooks/analysis")
+    send.add_argument("--secret", default=None)
+    send.add_argument("--secret-file", default=None, help="read the secret from this file")
+    send.add_argument("--unsigned", action="store_true", help="send without a signature")
+    source = send.add_mutually_exclusive_group()
+    source.add_argument("--example", choices=sorted(EXAMPLES), default="video")
+    source.add_argument("--payload", default=None, help="a JSON file to send byte for byte")
+    send.add_argument("--job-id", default=None, help="override the payload's job_id")
+    send.add_argument("--scheme", choices=["hmac", "standard"], default="hmac",
+                      help="X-Webhook-Signature (default) or Standard Webhooks headers")
+    send.add_argument("--timeout", type=float, default=30.0)
+    send.set_defaults(handler=cmd_send_test)
+
+    replay = commands.add_parser("replay", help="re-normalize stored raw deliveries")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job", default=None, help="one job id")
+    which.add_argument("--all", action="store_true", help="every job")
+    replay.set_defaults(handler=cmd_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
+        return 2
+    except (UsageError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except UNAVAILABLE_ERRORS as exc:
+        print(f"error: the database is unreachable or failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

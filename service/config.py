@@ -1,0 +1,259 @@
+"""Settings read from ``RECEIVER_*`` environment variables, validated once at start.
+
+Every problem is collected and reported together, each naming the variable and what is
+wrong with it, so a user fixes a bad configuration in one go.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+PREFIX = "RECEIVER_"
+DEFAULT_DATABASE_URL = "sqlite:///./data/results.db"
+DEFAULT_MAX_BODY_BYTES = 26_214_400
+SECRET_FILE_NAME = "webhook-secret"  # noqa: S105 (a file name)
+
+LogFormat = Literal["json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+Dialect = Literal["sqlite", "postgresql"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_SQLITE_SCHEMES = {"sqlite", "sqlite+aiosqlite"}
+_POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
+
+
+class ConfigError(Exception):
+    """The environment does not describe a valid configuration."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    webhook_secrets: tuple[str, ...] = ()
+    allow_unsigned: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    signature_tolerance_seconds: int = 300
+    log_format: LogFormat = "json"
+    log_level: LogLevel = "info"
+    root_path: str = ""
+    forwarded_allow_ips: str = "127.0.0.1"
+    database_pool_size: int = 10
+    # Where the secret came from, for messages only; never the secret itself.
+    secrets_source: str = field(default="environment", compare=False)
+
+    @property
+    def dialect(self) -> Dialect:
+        return database_dialect(self.database_url)
+
+    @property
+    def async_database_url(self) -> URL:
+        return async_url(self.database_url)
+
+    @property
+    def data_dir(self) -> Path:
+        """The folder for local state: the SQLite file's folder, else ``./data``."""
+        if self.dialect == "sqlite":
+            database = make_url(self.database_url).database or ""
+            return Path(database).expanduser().resolve().parent
+        return Path("data").resolve()
+
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir / SECRET_FILE_NAME
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def get(name: str) -> str | None:
+            return env.get(PREFIX + name)
+
+        database_url = (get("DATABASE_URL") or DEFAULT_DATABASE_URL).strip()
+        try:
+            database_dialect(database_url)
+        except ValueError as exc:
+            problems.append(f"{PREFIX}DATABASE_URL: {exc}")
+
+        secrets: tuple[str, ...] = ()
+        raw_secrets = get("WEBHOOK_SECRETS")
+        source = "environment"
+        if raw_secrets is not None:
+            try:
+                secrets = parse_secrets(raw_secrets)
+            except ValueError as exc:
+                problems.append(f"{PREFIX}WEBHOOK_SECRETS: {exc}")
+
+        allow_unsigned = _parse_bool(get("ALLOW_UNSIGNED"), "ALLOW_UNSIGNED", problems)
+        max_body = _parse_int(get("MAX_BODY_BYTES"), "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES,
+                              minimum=1, problems=problems)
+        tolerance = _parse_int(get("SIGNATURE_TOLERANCE_SECONDS"), "SIGNATURE_TOLERANCE_SECONDS",
+                               300, minimum=1, problems=problems)
+        pool_size = _parse_int(get("DATABASE_POOL_SIZE"), "DATABASE_POOL_SIZE", 10, minimum=1,
+                               problems=problems)
+
+        log_format_raw = (get("LOG_FORMAT") or "").strip().lower()
+        log_format: LogFormat = "console" if sys.stderr.isatty() else "json"
+        if log_format_raw == "json":
+            log_format = "json"
+        elif log_format_raw == "console":
+            log_format = "console"
+        elif log_format_raw:
+            problems.append(f"{PREFIX}LOG_FORMAT: {log_format_raw!r} is not one of json, console")
+
+        log_level_raw = (get("LOG_LEVEL") or "info").strip().lower()
+        log_level: LogLevel = "info"
+        if log_level_raw in ("debug", "info", "warning", "error"):
+            log_level = log_level_raw  # type: ignore[assignment]
+        else:
+            problems.append(
+                f"{PREFIX}LOG_LEVEL: {log_level_raw!r} is not one of debug, info, warning, error"
+            )
+
+        root_path = (get("ROOT_PATH") or "").strip()
+        if root_path:
+            if not root_path.startswith("/") or any(c in root_path for c in "?#\\ "):
+                problems.append(
+                    f"{PREFIX}ROOT_PATH: {root_path!r} must be a URL path starting with '/', "
+                    "e.g. /results"
+                )
+            root_path = root_path.rstrip("/")
+
+        forwarded = (get("FORWARDED_ALLOW_IPS") or "127.0.0.1").strip()
+
+        if problems:
+            raise ConfigError(problems)
+
+        settings = cls(
+            database_url=database_url,
+            webhook_secrets=secrets,
+            allow_unsigned=allow_unsigned,
+            max_body_bytes=max_body,
+            signature_tolerance_seconds=tolerance,
+            log_format=log_format,
+            log_level=log_level,
+            root_path=root_path,
+            forwarded_allow_ips=forwarded,
+            database_pool_size=pool_size,
+            secrets_source=source,
+        )
+        if raw_secrets is None:
+            settings = settings.with_secret_file()
+        return settings
+
+    def with_secret_file(self) -> Settings:
+        """Fall back on the secret file ``serve`` creates when no secret is configured."""
+        path = self.secret_file
+        if not path.is_file():
+            return self
+        try:
+            secrets = parse_secrets(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError([f"webhook secret file {path}: {exc}"]) from exc
+        return replace(self, webhook_secrets=secrets, secrets_source=str(path))
+
+    def require_secret_or_unsigned(self) -> None:
+        if not self.webhook_secrets and not self.allow_unsigned:
+            raise ConfigError([
+                f"no webhook secret: set {PREFIX}WEBHOOK_SECRETS, or {PREFIX}ALLOW_UNSIGNED=true "
+                f"to accept unsigned deliveries, or run `results-receiver serve`, which creates "
+                f"{self.secret_file}"
+            ])
+
+
+def parse_secrets(raw: str) -> tuple[str, ...]:
+    """Split a comma-separated list of secrets; refuse empty ones and bad ``whsec_`` keys."""
+    if not raw.strip():
+        raise ValueError("is set but empty; give at least one secret or unset it")
+    secrets: list[str] = []
+    for position, part in enumerate(raw.split(","), start=1):
+        secret = part.strip()
+        if not secret:
+            raise ValueError(f"secret #{position} is empty (check for a stray comma)")
+        if secret.startswith("whsec_"):
+            try:
+                key = base64.b64decode(secret[len("whsec_"):], validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(
+                    f"secret #{position} starts with whsec_ but the rest is not base64"
+                ) from None
+            if not key:
+                raise ValueError(f"secret #{position} is an empty whsec_ key")
+        secrets.append(secret)
+    return tuple(secrets)
+
+
+def database_dialect(url: str) -> Dialect:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            f"cannot parse {redact_url(url)!r}; expected e.g. sqlite:///./data/results.db "
+            "or postgresql://user:pass@host:5432/db"
+        ) from None
+    scheme = parsed.drivername
+    if scheme in _SQLITE_SCHEMES:
+        if not parsed.database or parsed.database == ":memory:":
+            raise ValueError("an SQLite URL needs a file path, e.g. sqlite:///./data/results.db")
+        return "sqlite"
+    if scheme in _POSTGRES_SCHEMES:
+        if not parsed.database:
+            raise ValueError("a PostgreSQL URL needs a database name, e.g. .../results")
+        return "postgresql"
+    raise ValueError(f"unsupported database {scheme!r}; use sqlite:/// or postgresql://")
+
+
+def async_url(url: str) -> URL:
+    """The same database with the async driver this service uses."""
+    parsed = make_url(url)
+    if database_dialect(url) == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    return parsed.set(drivername="postgresql+asyncpg")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden, safe for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def _parse_bool(raw: str | None, name: str, problems: list[str]) -> bool:
+    value = (raw or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    problems.append(f"{PREFIX}{name}: {raw!r} is not a boolean (true/false)")
+    return False
+
+
+def _parse_int(raw: str | None, name: str, default: int, *, minimum: int,
+               problems: list[str]) -> int:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip().replace("_", ""))
+    except ValueError:
+        problems.append(f"{PREFIX}{name}: {raw!r} is not a whole number")
+        return default
+    if value < minimum:
+        problems.append(f"{PREFIX}{name}: {value} is below the minimum of {minimum}")
+        return default
+    return value

@@ -1,0 +1,112 @@
+"""Database access: one async engine per URL, SQLite pragmas, and the transaction scopes.
+
+Writes go through :meth:`Database.write`, one transaction that commits when the block ends
+and rolls back on any error. On SQLite a write transaction starts with ``BEGIN IMMEDIATE``
+(it takes the write lock up front, so two writers never deadlock on a lock upgrade) and writers
+of one process queue on an asyncio lock instead of spinning in SQLite's busy handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from service.config import Dialect, Settings
+
+# Errors that mean "the database could not do it now": the client may retry later.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
+
+
+class Database:
+    """The engine plus the two ways to use it: a write transaction and a read scope."""
+
+    def __init__(self, engine: AsyncEngine, dialect: Dialect) -> None:
+        self.engine = engine
+        self.dialect: Dialect = dialect
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if dialect == "sqlite" else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(create_engine(settings), settings.dialect)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction: committed when the block exits normally, else rolled back."""
+        async with self._write_lock or nullcontext(), self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only scope: one consistent snapshot, rolled back at the end."""
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = settings.async_database_url
+    if settings.dialect == "sqlite":
+        ensure_sqlite_folder(url)
+        engine = create_async_engine(
+            url,
+            pool_size=settings.database_pool_size,
+            max_overflow=0,
+            connect_args={"timeout": 30},
+        )
+        _install_sqlite_hooks(engine)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={
+            "timeout": 5,
+            "command_timeout": 60,
+            "server_settings": {"application_name": "results-receiver"},
+        },
+    )
+
+
+def ensure_sqlite_folder(url: sa.URL) -> None:
+    """Create the folder of an SQLite file, so a fresh checkout runs without setup."""
+    if url.get_backend_name() == "sqlite" and url.database:
+        Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control from the driver: we emit BEGIN ourselves (below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        options: dict[str, Any] = dict(conn.get_execution_options())
+        conn.exec_driver_sql(options.get("sqlite_begin", "BEGIN"))

@@ -1,0 +1,1 @@
+"""The analysis API reference examples, used by ``send-test``."""

@@ -1,0 +1,339 @@
+"""A verified delivery becomes rows: idempotency, precedence, one transaction, bulk inserts.
+
+:func:`prepare` turns a validated payload into plain row tuples (CPU only, outside any
+transaction). :func:`store` writes the raw delivery and every row in the caller's transaction:
+
+* first result of a job -> ``stored``;
+* same content as stored -> ``duplicate`` (only the delivery is logged);
+* a ``failed`` after a ``finished`` -> ``ignored`` (the finished result stays);
+* any other different result -> ``updated``: the old rows are deleted and the new ones written.
+
+Concurrent copies of one delivery are serialized on the job's row: the insert of the job row
+uses ``ON CONFLICT (job_id) DO NOTHING``, and a delivery that finds the job already there locks
+it (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one writer at a time) before deciding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service import models, payloads
+from service.payloads import Payload
+
+Outcome = Literal["stored", "duplicate", "updated", "ignored", "rejected"]
+
+_jobs = models.jobs
+_deliveries = models.deliveries
+_bodies = models.delivery_bodies
+
+
+@dataclass(frozen=True)
+class IncomingDelivery:
+    """What the HTTP edge knows about one authenticated request."""
+
+    body: bytes
+    received_at: datetime
+    signature_scheme: str
+    request_id: str | None = None
+    client_ip: str | None = None
+
+    @property
+    def body_sha256(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass
+class PreparedResult:
+    """A payload as rows, keyed by table, ready for executemany."""
+
+    job_id: str
+    status: str
+    kind: str | None
+    error: str | None
+    content_sha256: str
+    n_items: int | None
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def row_count(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+    def counts(self) -> dict[str, int]:
+        def n(table: str) -> int:
+            return len(self.rows.get(table, ()))
+
+        return {
+            "item_count": n("media_items"),
+            "scene_count": n("scenes"),
+            "activity_count": n("frame_activity"),
+            "section_count": n("sections"),
+            "segment_count": n("section_segments"),
+            "ocr_count": n("ocr_texts"),
+            "person_scene_count": n("person_scenes"),
+            "person_count": n("persons"),
+            "tag_count": n("tags"),
+        }
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    outcome: Outcome
+    job_id: str | None
+    delivery_id: int
+    rows: int
+
+
+def pack_embedding(values: Sequence[float]) -> bytes:
+    """A face embedding as little-endian doubles (exact, compact)."""
+    packed = array("d", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_embedding(data: bytes) -> list[float]:
+    packed = array("d")
+    packed.frombytes(data)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tolist()
+
+
+def _n(values: Sequence[object] | None) -> int | None:
+    return None if values is None else len(values)
+
+
+def prepare(payload: Payload) -> PreparedResult:
+    """Flatten a validated payload into rows for every entity table."""
+    prepared = PreparedResult(
+        job_id=payload.job_id,
+        status=payload.status,
+        kind=payloads.kind_of(payload),
+        error=payloads.encode_error(payload.error),
+        content_sha256=payloads.content_hash(payload),
+        n_items=_n(payload.items),
+    )
+    rows: dict[str, list[dict[str, Any]]] = {
+        name: [] for name in ("media_items", "scenes", "frame_activity", "sections",
+                              "section_segments", "ocr_texts", "person_scenes", "persons", "tags")
+    }
+    if payload.result is not None:
+        _video_rows(payload.result, rows)
+    for index, item in enumerate(payload.items or ()):
+        _image_rows(index, item, rows)
+    prepared.rows = {name: table_rows for name, table_rows in rows.items() if table_rows}
+    return prepared
+
+
+def _video_rows(result: payloads.VideoResult, rows: dict[str, list[dict[str, Any]]]) -> None:
+    item = 0
+    rows["media_items"].append({
+        "item_index": item, "media_type": "video", "external_id": None, "status": None,
+        "error": None, "has_result": True,
+        "n_scenes": _n(result.raw_scenes), "n_activity": _n(result.frame_activity_diffs),
+        "n_sections": _n(result.sections), "n_ocr": _n(result.ocr_results),
+        "n_person_scenes": _n(result.person_constellation_scenes),
+        "n_tags": None, "n_persons": None,
+    })
+    rows["scenes"].extend(
+        {"item_index": item, "scene_index": i, "start_seconds": s.start_seconds,
+         "end_seconds": s.end_seconds}
+        for i, s in enumerate(result.raw_scenes or ())
+    )
+    rows["frame_activity"].extend(
+        {"item_index": item, "frame_index": i, "value": v}
+        for i, v in enumerate(result.frame_activity_diffs or ())
+    )
+    for i, section in enumerate(result.sections or ()):
+        rows["sections"].append({
+            "item_index": item, "section_index": i, "section_tag": section.section_tag,
+            "thumbnail_timestamp": section.thumbnail_timestamp,
+            "confidence": section.confidence, "is_critical": section.is_critical,
+            "relative_activity": section.relative_activity,
+            "n_segments": _n(section.time_segments),
+        })
+        rows["section_segments"].extend(
+            {"item_index": item, "section_index": i, "segment_index": j,
+             "start_seconds": seg.start_seconds, "end_seconds": seg.end_seconds}
+            for j, seg in enumerate(section.time_segments or ())
+        )
+    _ocr_rows(item, result.ocr_results, rows)
+    person_index = 0
+    for i, scene in enumerate(result.person_constellation_scenes or ()):
+        segment = scene.time_segment
+        rows["person_scenes"].append({
+            "item_index": item, "scene_index": i, "has_time_segment": segment is not None,
+            "start_seconds": segment.start_seconds if segment else None,
+            "end_seconds": segment.end_seconds if segment else None,
+            "n_persons": _n(scene.person_ids),
+        })
+        for person in scene.person_ids or ():
+            rows["persons"].append(_person_row(item, person_index, i, person))
+            person_index += 1
+
+
+def _image_rows(index: int, item: payloads.ImageItem,
+                rows: dict[str, list[dict[str, Any]]]) -> None:
+    result = item.result
+    rows["media_items"].append({
+        "item_index": index, "media_type": "image", "external_id": item.external_id,
+        "status": item.status, "error": payloads.encode_error(item.error),
+        "has_result": result is not None,
+        "n_scenes": None, "n_activity": None, "n_sections": None,
+        "n_ocr": _n(result.ocr_results) if result else None, "n_person_scenes": None,
+        "n_tags": _n(result.tags) if result else None,
+        "n_persons": _n(result.person_ids) if result else None,
+    })
+    if result is None:
+        return
+    rows["tags"].extend(
+        {"item_index": index, "tag_index": i, "tag": tag.tag, "probability": tag.probability,
+         "is_critical": tag.is_critical}
+        for i, tag in enumerate(result.tags or ())
+    )
+    rows["persons"].extend(
+        _person_row(index, i, None, person) for i, person in enumerate(result.person_ids or ())
+    )
+    _ocr_rows(index, result.ocr_results, rows)
+
+
+def _ocr_rows(item: int, ocr: Sequence[payloads.OcrResult] | None,
+              rows: dict[str, list[dict[str, Any]]]) -> None:
+    for i, text in enumerate(ocr or ()):
+        segment = text.time_segment
+        rows["ocr_texts"].append({
+            "item_index": item, "ocr_index": i, "language_code": text.language_code,
+            "full_text": text.full_text, "has_time_segment": segment is not None,
+            "start_seconds": segment.start_seconds if segment else None,
+            "end_seconds": segment.end_seconds if segment else None,
+        })
+
+
+def _person_row(item: int, index: int, scene: int | None,
+                person: payloads.Person) -> dict[str, Any]:
+    embedding = person.face_embedding
+    return {
+        "item_index": item, "person_index": index, "scene_index": scene, "age": person.age,
+        "gender": person.gender,
+        "face_embedding": None if embedding is None else pack_embedding(embedding),
+        "face_thumbnail": person.face_thumbnail, "allowlisted": person.allowlisted,
+        "relative_prominence": person.relative_prominence,
+    }
+
+
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+async def store(conn: AsyncConnection, prepared: PreparedResult,
+                delivery: IncomingDelivery) -> StoreResult:
+    """Write ``delivery`` and, when it changes anything, the job's rows. Caller commits."""
+    body_sha = await save_body(conn, delivery.body)
+    now = delivery.received_at
+    inserted = await conn.execute(
+        _insert(conn, _jobs)
+        .values(job_id=prepared.job_id, received_at=now, **_job_values(prepared, now))
+        .on_conflict_do_nothing(index_elements=["job_id"])
+        .returning(_jobs.c.id)
+    )
+    job_pk = inserted.scalar_one_or_none()
+    if job_pk is not None:
+        outcome: Outcome = "stored"
+        await _insert_rows(conn, job_pk, prepared)
+    else:
+        current = (await conn.execute(
+            sa.select(_jobs.c.id, _jobs.c.status, _jobs.c.content_sha256)
+            .where(_jobs.c.job_id == prepared.job_id)
+            .with_for_update()
+        )).one()
+        job_pk = current.id
+        if current.content_sha256 == prepared.content_sha256:
+            outcome = "duplicate"
+        elif current.status == "finished" and prepared.status == "failed":
+            outcome = "ignored"
+        else:
+            outcome = "updated"
+            await replace_rows(conn, job_pk, prepared, now)
+    delivery_id = await log_delivery(
+        conn, delivery, body_sha=body_sha, job_id=prepared.job_id, outcome=outcome,
+        content_sha256=prepared.content_sha256,
+    )
+    rows = prepared.row_count if outcome in ("stored", "updated") else 0
+    return StoreResult(outcome=outcome, job_id=prepared.job_id, delivery_id=delivery_id, rows=rows)
+
+
+def _job_values(prepared: PreparedResult, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": prepared.kind, "status": prepared.status, "error": prepared.error,
+        "content_sha256": prepared.content_sha256, "n_items": prepared.n_items,
+        "updated_at": now, **prepared.counts(),
+    }
+
+
+async def replace_rows(conn: AsyncConnection, job_pk: int, prepared: PreparedResult,
+                       now: datetime) -> None:
+    """Make the job hold exactly ``prepared``: old rows out, job row updated, new rows in."""
+    await delete_rows(conn, job_pk)
+    await conn.execute(
+        sa.update(_jobs).where(_jobs.c.id == job_pk).values(**_job_values(prepared, now)))
+    await _insert_rows(conn, job_pk, prepared)
+
+
+async def store_rejected(conn: AsyncConnection, delivery: IncomingDelivery, *,
+                         job_id: str | None, error_code: str, error: str) -> int:
+    """Keep an authenticated delivery that could not be used, with the reason."""
+    body_sha = await save_body(conn, delivery.body)
+    return await log_delivery(conn, delivery, body_sha=body_sha, job_id=job_id,
+                              outcome="rejected", error_code=error_code, error=error)
+
+
+async def save_body(conn: AsyncConnection, body: bytes) -> str:
+    sha = hashlib.sha256(body).hexdigest()
+    await conn.execute(
+        _insert(conn, _bodies).values(sha256=sha, body=body)
+        .on_conflict_do_nothing(index_elements=["sha256"])
+    )
+    return sha
+
+
+async def log_delivery(conn: AsyncConnection, delivery: IncomingDelivery, *, body_sha: str,
+                       job_id: str | None, outcome: Outcome, error_code: str | None = None,
+                       error: str | None = None, content_sha256: str | None = None) -> int:
+    result = await conn.execute(
+        sa.insert(_deliveries).values(
+            job_id=job_id, received_at=delivery.received_at, outcome=outcome,
+            error_code=error_code, error=error, signature_scheme=delivery.signature_scheme,
+            size=len(delivery.body), body_sha256=body_sha, content_sha256=content_sha256,
+            request_id=delivery.request_id, client_ip=delivery.client_ip,
+        ).returning(_deliveries.c.id)
+    )
+    delivery_id: int = result.scalar_one()
+    return delivery_id
+
+
+async def _insert_rows(conn: AsyncConnection, job_pk: int, prepared: PreparedResult) -> None:
+    # Parents before children, so foreign keys hold at every statement.
+    for table in reversed(models.ENTITY_TABLES):
+        table_rows = prepared.rows.get(table.name)
+        if not table_rows:
+            continue
+        for row in table_rows:
+            row["job_pk"] = job_pk
+        await conn.execute(sa.insert(table), table_rows)
+
+
+async def delete_rows(conn: AsyncConnection, job_pk: int) -> None:
+    """Remove every entity row of a job (children first), leaving the job row."""
+    for table in models.ENTITY_TABLES:
+        await conn.execute(sa.delete(table).where(table.c.job_pk == job_pk))

@@ -1,0 +1,317 @@
+"""The relational schema: SQLModel tables, created and changed only by Alembic migrations.
+
+Layout. A job has media items: a video is one item, each image of a batch is one item. Every
+entity row is keyed by ``(job_pk, item_index, <position>)``, so ingest never needs generated ids
+back from the database and a result's order is its primary-key order. Nullable ``n_*`` columns
+record whether an optional list was present (NULL: absent or null; 0: an empty list) so that a
+payload can be rebuilt exactly. Times and scores are double precision. A face embedding is a
+packed array of little-endian doubles.
+
+Deliveries keep every authenticated request; their raw bytes live once per distinct body in
+``delivery_bodies`` (a retried delivery adds a log row, not another copy of the body).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = SQLModel.metadata
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect (SQLite stores naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _double() -> Any:
+    return Field(default=None, sa_type=sa.Double, nullable=True)
+
+
+def _count() -> Any:
+    return Field(default=None, sa_type=sa.Integer, nullable=True)
+
+
+def _key() -> Any:
+    return Field(primary_key=True, sa_type=sa.Integer, sa_column_kwargs={"autoincrement": False})
+
+
+def _job_pk() -> Any:
+    return Field(primary_key=True, sa_type=BigId, sa_column_kwargs={"autoincrement": False})
+
+
+def _item_fk(table: str) -> sa.ForeignKeyConstraint:
+    return sa.ForeignKeyConstraint(
+        ["job_pk", "item_index"], ["media_items.job_pk", "media_items.item_index"],
+        ondelete="CASCADE", name=f"fk_{table}_job_pk_item_index_media_items",
+    )
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.Index("ix_jobs_received_at_id", "received_at", "id"),
+        sa.Index("ix_jobs_status_received_at_id", "status", "received_at", "id"),
+        sa.Index("ix_jobs_kind_received_at_id", "kind", "received_at", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    job_id: str = Field(sa_type=sa.String(512), unique=True)
+    kind: str | None = Field(default=None, sa_type=sa.String(16))
+    status: str = Field(sa_type=sa.String(16))
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    content_sha256: str = Field(sa_type=sa.String(64))
+    n_items: int | None = _count()
+    received_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    # Rows per entity, written with the rows; the summary reads them without counting.
+    scene_count: int = Field(default=0, sa_type=sa.Integer)
+    activity_count: int = Field(default=0, sa_type=sa.Integer)
+    section_count: int = Field(default=0, sa_type=sa.Integer)
+    segment_count: int = Field(default=0, sa_type=sa.Integer)
+    ocr_count: int = Field(default=0, sa_type=sa.Integer)
+    person_scene_count: int = Field(default=0, sa_type=sa.Integer)
+    person_count: int = Field(default=0, sa_type=sa.Integer)
+    tag_count: int = Field(default=0, sa_type=sa.Integer)
+    item_count: int = Field(default=0, sa_type=sa.Integer)
+
+
+class MediaItem(SQLModel, table=True):
+    __tablename__ = "media_items"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["job_pk"], ["jobs.id"], ondelete="CASCADE",
+                                name="fk_media_items_job_pk_jobs"),
+        sa.Index("ix_media_items_external_id", "external_id"),
+    )
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    media_type: str = Field(sa_type=sa.String(8))  # "video" | "image"
+    external_id: str | None = Field(default=None, sa_type=sa.String(512))
+    status: str | None = Field(default=None, sa_type=sa.Text)
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    has_result: bool = Field(default=True, sa_type=sa.Boolean)
+    n_scenes: int | None = _count()
+    n_activity: int | None = _count()
+    n_sections: int | None = _count()
+    n_ocr: int | None = _count()
+    n_person_scenes: int | None = _count()
+    n_tags: int | None = _count()
+    n_persons: int | None = _count()
+
+
+class Scene(SQLModel, table=True):
+    __tablename__ = "scenes"
+    __table_args__ = (_item_fk("scenes"),)
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    scene_index: int = _key()
+    start_seconds: float | None = _double()
+    end_seconds: float | None = _double()
+
+
+class FrameActivity(SQLModel, table=True):
+    __tablename__ = "frame_activity"
+    __table_args__ = (_item_fk("frame_activity"),)
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    frame_index: int = _key()
+    value: float = Field(sa_type=sa.Double)
+
+
+class Section(SQLModel, table=True):
+    __tablename__ = "sections"
+    __table_args__ = (
+        _item_fk("sections"),
+        sa.Index("ix_sections_section_tag", "section_tag"),
+    )
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    section_index: int = _key()
+    section_tag: str | None = Field(default=None, sa_type=sa.Text)
+    thumbnail_timestamp: float | None = _double()
+    confidence: float | None = _double()
+    is_critical: bool | None = Field(default=None, sa_type=sa.Boolean)
+    relative_activity: float | None = _double()
+    n_segments: int | None = _count()
+
+
+class SectionSegment(SQLModel, table=True):
+    __tablename__ = "section_segments"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["job_pk", "item_index", "section_index"],
+            ["sections.job_pk", "sections.item_index", "sections.section_index"],
+            ondelete="CASCADE", name="fk_section_segments_job_pk_item_index_section_index_sections",
+        ),
+    )
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    section_index: int = _key()
+    segment_index: int = _key()
+    start_seconds: float | None = _double()
+    end_seconds: float | None = _double()
+
+
+class OcrText(SQLModel, table=True):
+    __tablename__ = "ocr_texts"
+    __table_args__ = (_item_fk("ocr_texts"),)
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    ocr_index: int = _key()
+    language_code: str | None = Field(default=None, sa_type=sa.String(64))
+    full_text: str | None = Field(default=None, sa_type=sa.Text)
+    has_time_segment: bool = Field(default=False, sa_type=sa.Boolean)
+    start_seconds: float | None = _double()
+    end_seconds: float | None = _double()
+
+
+class PersonScene(SQLModel, table=True):
+    __tablename__ = "person_scenes"
+    __table_args__ = (_item_fk("person_scenes"),)
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    scene_index: int = _key()
+    has_time_segment: bool = Field(default=False, sa_type=sa.Boolean)
+    start_seconds: float | None = _double()
+    end_seconds: float | None = _double()
+    n_persons: int | None = _count()
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "persons"
+    __table_args__ = (_item_fk("persons"),)
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    person_index: int = _key()
+    # The person scene it appears in (videos); NULL for a person of an image.
+    scene_index: int | None = Field(default=None, sa_type=sa.Integer)
+    age: float | None = _double()
+    gender: str | None = Field(default=None, sa_type=sa.String(64))
+    face_embedding: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    face_thumbnail: str | None = Field(default=None, sa_type=sa.Text)
+    allowlisted: bool | None = Field(default=None, sa_type=sa.Boolean)
+    relative_prominence: float | None = _double()
+
+
+class Tag(SQLModel, table=True):
+    __tablename__ = "tags"
+    __table_args__ = (
+        _item_fk("tags"),
+        sa.Index("ix_tags_tag", "tag"),
+    )
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    tag_index: int = _key()
+    tag: str | None = Field(default=None, sa_type=sa.Text)
+    probability: float | None = _double()
+    is_critical: bool | None = Field(default=None, sa_type=sa.Boolean)
+
+
+class DeliveryBody(SQLModel, table=True):
+    __tablename__ = "delivery_bodies"
+
+    sha256: str = Field(primary_key=True, sa_type=sa.String(64))
+    body: bytes = Field(sa_type=sa.LargeBinary)
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.Index("ix_deliveries_job_id_id", "job_id", "id"),
+        sa.Index("ix_deliveries_outcome_id", "outcome", "id"),
+        sa.Index("ix_deliveries_body_sha256", "body_sha256"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    job_id: str | None = Field(default=None, sa_type=sa.String(512))
+    received_at: datetime = Field(sa_type=UtcDateTime)
+    outcome: str = Field(sa_type=sa.String(16))
+    error_code: str | None = Field(default=None, sa_type=sa.String(32))
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    signature_scheme: str = Field(sa_type=sa.String(32))
+    size: int = Field(sa_type=sa.BigInteger)
+    body_sha256: str = Field(
+        sa_type=sa.String(64), foreign_key="delivery_bodies.sha256", ondelete="RESTRICT")
+    content_sha256: str | None = Field(default=None, sa_type=sa.String(64))
+    request_id: str | None = Field(default=None, sa_type=sa.String(64))
+    client_ip: str | None = Field(default=None, sa_type=sa.String(64))
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        sa.Index("uq_api_tokens_active_name", "name", unique=True,
+                 sqlite_where=sa.text("revoked_at IS NULL"),
+                 postgresql_where=sa.text("revoked_at IS NULL")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    name: str = Field(sa_type=sa.String(100))
+    scope: str = Field(sa_type=sa.String(16))
+    token_hash: str = Field(sa_type=sa.String(64), unique=True)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table behind a model, for bulk statements."""
+    table = getattr(model, "__table__", None)
+    assert isinstance(table, sa.Table), model
+    return table
+
+
+jobs = table_of(Job)
+media_items = table_of(MediaItem)
+deliveries = table_of(Delivery)
+delivery_bodies = table_of(DeliveryBody)
+api_tokens = table_of(ApiToken)
+
+ENTITY_TABLES: tuple[sa.Table, ...] = tuple(
+    table_of(model)
+    for model in (SectionSegment, Section, Scene, FrameActivity, OcrText, Person, PersonScene,
+                  Tag, MediaItem)
+)
+"""Every table under a job, children before parents: the order to delete in."""

@@ -1,0 +1,208 @@
+"""The upstream's result payloads: parsed and validated in one pass with msgspec.
+
+Shapes follow the analysis API's reference: a video result (``result``), an image batch
+(``items``) or a failure (``status: failed`` with an optional ``error`` string or object).
+Optional fields may be absent or null; unknown fields are ignored here (the raw delivery keeps
+them). Numbers are finite doubles: msgspec refuses NaN/Infinity literals and out-of-range values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+# Text columns must hold any string a database can store: PostgreSQL refuses U+0000.
+Text = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$")]
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[^\x00]*$")]
+JobStatus = Literal["finished", "failed"]
+# A plain str: msgspec 0.19-0.22 crash at exit on a union of a pattern-constrained str and
+# a dict. The error is stored JSON-encoded, so a NUL in it is escaped and harmless.
+Error = str | dict[str, Any]
+
+
+class _Model(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """Base: fields left at None are omitted when re-encoded, like the upstream's nulls."""
+
+
+class TimeSegment(_Model):
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+
+
+class Scene(_Model):
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+
+
+class Section(_Model):
+    section_tag: Text | None = None
+    time_segments: list[TimeSegment] | None = None
+    thumbnail_timestamp: float | None = None
+    confidence: float | None = None
+    is_critical: bool | None = None
+    relative_activity: float | None = None
+
+
+class OcrResult(_Model):
+    language_code: Text | None = None
+    full_text: Text | None = None
+    time_segment: TimeSegment | None = None
+
+
+class Person(_Model):
+    age: float | None = None
+    gender: Text | None = None
+    face_embedding: list[float] | None = None
+    face_thumbnail: Text | None = None
+    allowlisted: bool | None = None
+    relative_prominence: float | None = None
+
+
+class PersonScene(_Model):
+    time_segment: TimeSegment | None = None
+    person_ids: list[Person] | None = None
+
+
+class VideoResult(_Model):
+    raw_scenes: list[Scene] | None = None
+    frame_activity_diffs: list[float] | None = None
+    sections: list[Section] | None = None
+    ocr_results: list[OcrResult] | None = None
+    person_constellation_scenes: list[PersonScene] | None = None
+
+
+class Tag(_Model):
+    tag: Text | None = None
+    probability: float | None = None
+    is_critical: bool | None = None
+
+
+class ImageResult(_Model):
+    tags: list[Tag] | None = None
+    person_ids: list[Person] | None = None
+    ocr_results: list[OcrResult] | None = None
+
+
+class ImageItem(_Model):
+    external_id: Identifier
+    result: ImageResult | None = None
+    status: Text | None = None
+    error: Error | None = None
+
+
+class Payload(_Model):
+    job_id: Identifier
+    status: JobStatus
+    result: VideoResult | None = None
+    items: list[ImageItem] | None = None
+    error: Error | None = None
+
+
+JobKind = Literal["video", "image_batch"]
+
+
+class PayloadError(Exception):
+    """The body is not JSON (``invalid_json``) or not a result payload (``invalid_payload``)."""
+
+    def __init__(self, code: Literal["invalid_json", "invalid_payload"], message: str,
+                 path: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.path = path
+
+
+_decoder = msgspec.json.Decoder(Payload)
+_generic = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def parse(body: bytes) -> Payload:
+    """Decode and validate ``body``; every failure is a :class:`PayloadError`."""
+    try:
+        payload = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message, path = _split_path(str(exc))
+        raise PayloadError("invalid_payload", message, path) from None
+    except msgspec.DecodeError as exc:
+        raise PayloadError("invalid_json", f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise PayloadError("invalid_json", "the body is not valid UTF-8") from None
+    except RecursionError:
+        raise PayloadError("invalid_json", "the body's JSON is nested too deeply") from None
+    if payload.result is not None and payload.items is not None:
+        raise PayloadError(
+            "invalid_payload", "a payload carries either result (video) or items (image batch), "
+            "not both", "$.items")
+    return payload
+
+
+def job_id_hint(body: bytes) -> str | None:
+    """The ``job_id`` of a body that failed validation, when it can be read at all."""
+    try:
+        document = _generic.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if isinstance(document, dict):
+        job_id = document.get("job_id")
+        if isinstance(job_id, str) and 0 < len(job_id) <= 512 and "\x00" not in job_id:
+            return job_id
+    return None
+
+
+def kind_of(payload: Payload) -> JobKind | None:
+    """``video`` or ``image_batch`` from the payload's shape, else from the job id's prefix.
+
+    A failure may carry neither ``result`` nor ``items``; the upstream names its jobs
+    ``video_...`` and ``image_batch_...``, which still tells the kind.
+    """
+    if payload.result is not None:
+        return "video"
+    if payload.items is not None:
+        return "image_batch"
+    if payload.job_id.startswith("video"):
+        return "video"
+    if payload.job_id.startswith("image"):
+        return "image_batch"
+    return None
+
+
+def canonical(payload: Payload) -> bytes:
+    """The validated payload re-encoded: known fields only, nulls dropped, stable order."""
+    return _encoder.encode(payload)
+
+
+def content_hash(payload: Payload) -> str:
+    """Two deliveries with the same content hash carry the same result."""
+    return hashlib.sha256(canonical(payload)).hexdigest()
+
+
+def encode_error(error: Error | None) -> str | None:
+    return None if error is None else _encoder.encode(error).decode("utf-8")
+
+
+def decode_error(stored: str | None) -> Error | None:
+    if stored is None:
+        return None
+    value: Error = msgspec.json.decode(stored)
+    return value
+
+
+_MISSING = re.compile(r"^Object missing required field `([^`]*)`$")
+
+
+def _split_path(message: str) -> tuple[str, str]:
+    """msgspec's "<problem> - at `$.a[0].b`" as (problem, path); missing fields get their
+    own name appended, so the path always names the offending field."""
+    head, separator, path = message.rpartition(" - at `")
+    if separator and path.endswith("`"):
+        message, path = head, path[:-1]
+    else:
+        path = "$"
+    missing = _MISSING.match(message)
+    if missing:
+        path = f"{path}.{missing.group(1)}"
+    return message, path

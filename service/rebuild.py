@@ -1,0 +1,134 @@
+"""Normalized rows -> the upstream's payload shape, read from the entity tables only.
+
+The result is JSON-equal to what was delivered, less unknown fields and nulls: this is how we
+prove that ingest lost nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service import models, payloads
+from service.ingest import unpack_embedding
+
+Json = dict[str, Any]
+_Grouped = defaultdict[tuple[int, ...], list[Row[Any]]]
+
+
+def _present(**fields: Any) -> Json:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+async def _grouped(conn: AsyncConnection, model: type[Any], job_pk: int,
+                   depth: int) -> _Grouped:
+    """Rows of one table, in key order, grouped by their first ``depth`` key columns after
+    ``job_pk``."""
+    table = models.table_of(model)
+    keys = [c for c in table.primary_key.columns if c.name != "job_pk"]
+    result = await conn.execute(
+        sa.select(table).where(table.c.job_pk == job_pk).order_by(*keys)
+    )
+    groups: _Grouped = defaultdict(list)
+    for row in result:
+        groups[tuple(getattr(row, c.name) for c in keys[:depth])].append(row)
+    return groups
+
+
+def _segment(row: Row[Any]) -> Json:
+    return _present(start_seconds=row.start_seconds, end_seconds=row.end_seconds)
+
+
+def _person(row: Row[Any]) -> Json:
+    return _present(
+        age=row.age, gender=row.gender,
+        face_embedding=None if row.face_embedding is None else unpack_embedding(
+            row.face_embedding),
+        face_thumbnail=row.face_thumbnail, allowlisted=row.allowlisted,
+        relative_prominence=row.relative_prominence,
+    )
+
+
+def _ocr(row: Row[Any]) -> Json:
+    return _present(
+        language_code=row.language_code, full_text=row.full_text,
+        time_segment=_segment(row) if row.has_time_segment else None,
+    )
+
+
+def _list(count: int | None, rows: list[Json]) -> list[Json] | None:
+    return None if count is None else rows
+
+
+async def rebuild(conn: AsyncConnection, job_id: str) -> Json | None:
+    """The payload of ``job_id`` as the upstream delivered it, or None if unknown."""
+    jobs = models.table_of(models.Job)
+    job = (await conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id))).one_or_none()
+    if job is None:
+        return None
+    pk = job.id
+    items = (await _grouped(conn, models.MediaItem, pk, 0))[()]
+    scenes = await _grouped(conn, models.Scene, pk, 1)
+    activity = await _grouped(conn, models.FrameActivity, pk, 1)
+    sections = await _grouped(conn, models.Section, pk, 1)
+    segments = await _grouped(conn, models.SectionSegment, pk, 2)
+    ocr = await _grouped(conn, models.OcrText, pk, 1)
+    person_scenes = await _grouped(conn, models.PersonScene, pk, 1)
+    persons = await _grouped(conn, models.Person, pk, 1)
+    tags = await _grouped(conn, models.Tag, pk, 1)
+
+    payload: Json = {"job_id": job.job_id, "status": job.status}
+    image_items: list[Json] = []
+    for item in items:
+        key = (item.item_index,)
+        if item.media_type == "video":
+            persons_by_scene: dict[int | None, list[Json]] = defaultdict(list)
+            for row in persons[key]:
+                persons_by_scene[row.scene_index].append(_person(row))
+            payload["result"] = _present(
+                raw_scenes=_list(item.n_scenes, [_segment(r) for r in scenes[key]]),
+                frame_activity_diffs=None if item.n_activity is None else [
+                    r.value for r in activity[key]],
+                sections=_list(item.n_sections, [
+                    _present(
+                        section_tag=r.section_tag,
+                        time_segments=_list(r.n_segments, [
+                            _segment(s) for s in segments[(item.item_index, r.section_index)]]),
+                        thumbnail_timestamp=r.thumbnail_timestamp, confidence=r.confidence,
+                        is_critical=r.is_critical, relative_activity=r.relative_activity,
+                    )
+                    for r in sections[key]
+                ]),
+                ocr_results=_list(item.n_ocr, [_ocr(r) for r in ocr[key]]),
+                person_constellation_scenes=_list(item.n_person_scenes, [
+                    _present(
+                        time_segment=_segment(r) if r.has_time_segment else None,
+                        person_ids=_list(r.n_persons, persons_by_scene[r.scene_index]),
+                    )
+                    for r in person_scenes[key]
+                ]),
+            )
+        else:
+            result = None
+            if item.has_result:
+                result = _present(
+                    tags=_list(item.n_tags, [
+                        _present(tag=r.tag, probability=r.probability, is_critical=r.is_critical)
+                        for r in tags[key]
+                    ]),
+                    person_ids=_list(item.n_persons, [_person(r) for r in persons[key]]),
+                    ocr_results=_list(item.n_ocr, [_ocr(r) for r in ocr[key]]),
+                )
+            image_items.append(_present(
+                external_id=item.external_id, result=result, status=item.status,
+                error=payloads.decode_error(item.error),
+            ))
+    if job.n_items is not None:
+        payload["items"] = image_items
+    if job.error is not None:
+        payload["error"] = payloads.decode_error(job.error)
+    return payload

@@ -1,0 +1,102 @@
+"""Re-normalize stored raw deliveries, after a fix in parsing or a change of schema.
+
+For each job, the delivery that set its current content (the newest ``stored`` or ``updated``
+one) is parsed again and the job's rows are rewritten from it, one transaction per job. With
+every job (``job_id=None``), rejected deliveries are tried again too: one that now validates
+is ingested like a new delivery (its log row keeps the original as ``rejected``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from service import ingest, models, payloads
+from service.config import Settings
+from service.db import Database
+
+Progress = Callable[[int, int, str | None, str], None]
+
+_jobs = models.jobs
+_deliveries = models.deliveries
+_bodies = models.delivery_bodies
+
+
+async def replay(settings: Settings, *, job_id: str | None, progress: Progress) -> dict[str, int]:
+    database = Database.from_settings(settings)
+    try:
+        return await _replay(database, job_id, progress)
+    finally:
+        await database.dispose()
+
+
+async def _replay(database: Database, job_id: str | None, progress: Progress) -> dict[str, int]:
+    latest = (
+        sa.select(_deliveries.c.job_id, sa.func.max(_deliveries.c.id).label("delivery_id"))
+        .where(_deliveries.c.outcome.in_(("stored", "updated")))
+        .group_by(_deliveries.c.job_id)
+    )
+    if job_id is not None:
+        latest = latest.where(_deliveries.c.job_id == job_id)
+    async with database.read() as conn:
+        current = [(r.job_id, r.delivery_id) for r in await conn.execute(latest)]
+        rejected: list[int] = [] if job_id is not None else list((await conn.execute(
+            sa.select(_deliveries.c.id).where(_deliveries.c.outcome == "rejected")
+            .order_by(_deliveries.c.id))).scalars())
+    if job_id is not None and not current:
+        raise LookupError(f"no stored delivery for job {job_id!r}")
+
+    summary: Counter[str] = Counter()
+    total = len(current) + len(rejected)
+    done = 0
+    for current_job, delivery_id in current:
+        outcome = await _renormalize(database, delivery_id)
+        done += 1
+        summary[outcome] += 1
+        progress(done, total, current_job, outcome)
+    for delivery_id in rejected:
+        outcome, rejected_job = await _retry_rejected(database, delivery_id)
+        done += 1
+        summary[outcome] += 1
+        progress(done, total, rejected_job, outcome)
+    return dict(summary)
+
+
+async def _load(database: Database, delivery_id: int) -> tuple[bytes, str, str | None]:
+    async with database.read() as conn:
+        row = (await conn.execute(
+            sa.select(_bodies.c.body, _deliveries.c.signature_scheme, _deliveries.c.job_id)
+            .join(_bodies, _bodies.c.sha256 == _deliveries.c.body_sha256)
+            .where(_deliveries.c.id == delivery_id))).one()
+    return row.body, row.signature_scheme, row.job_id
+
+
+async def _renormalize(database: Database, delivery_id: int) -> str:
+    body, _scheme, _job = await _load(database, delivery_id)
+    try:
+        prepared = ingest.prepare(payloads.parse(body))
+    except payloads.PayloadError:
+        return "unparseable"
+    async with database.write() as conn:
+        job = (await conn.execute(
+            sa.select(_jobs.c.id).where(_jobs.c.job_id == prepared.job_id).with_for_update()
+        )).one_or_none()
+        if job is None:
+            return "deleted"
+        await ingest.replace_rows(conn, job.id, prepared, models.utcnow())
+    return "renormalized"
+
+
+async def _retry_rejected(database: Database, delivery_id: int) -> tuple[str, str | None]:
+    body, scheme, job_id = await _load(database, delivery_id)
+    try:
+        prepared = ingest.prepare(payloads.parse(body))
+    except payloads.PayloadError:
+        return "still_rejected", job_id
+    delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
+                                       signature_scheme=f"replay:{scheme}"[:32])
+    async with database.write() as conn:
+        stored = await ingest.store(conn, prepared, delivery)
+    return f"recovered_{stored.outcome}", prepared.job_id

@@ -1,0 +1,144 @@
+"""``POST /webhooks/analysis``: read within the limit, verify, parse, store, answer.
+
+Order matters: the raw body is read (bounded) and verified before any parsing; only an
+authenticated body is ever parsed or written. A 200 is sent only after the transaction that
+holds the raw delivery and every normalized row has committed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from service import ingest, payloads
+from service.db import UNAVAILABLE_ERRORS, Database
+from service.http import ApiError, JSONResponse, unavailable
+from service.models import utcnow
+from service.signatures import (
+    SIGNATURE_HEADER,
+    STANDARD_SIGNATURE_HEADER,
+    SignatureError,
+    SignatureVerifier,
+)
+
+log = structlog.get_logger("service.webhooks")
+
+# Parsing a body this large would hold up the event loop; do it on a worker thread.
+_THREAD_PARSE_BYTES = 256 * 1024
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "invalid_request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away mid-body") from None
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes",
+                    {"max_body_bytes": limit})
+
+
+def _signature_headers(request: Request) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name in (SIGNATURE_HEADER, STANDARD_SIGNATURE_HEADER):
+        values = request.headers.getlist(name)
+        if values:
+            headers[name] = ",".join(values)
+    for name in ("webhook-id", "webhook-timestamp"):
+        value = request.headers.get(name)
+        if value is not None:
+            headers[name] = value
+    return headers
+
+
+async def receive_analysis_result(request: Request) -> Response:
+    settings = request.state.settings
+    verifier: SignatureVerifier = request.state.verifier
+    database: Database = request.state.database
+    started = time.perf_counter()
+    request.state.delivery_logged = True
+
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+    except ApiError as exc:
+        log.warning("webhook.refused", code=exc.code, max_body_bytes=settings.max_body_bytes)
+        raise
+    try:
+        scheme = verifier.verify(_signature_headers(request), body, now=time.time())
+    except SignatureError as exc:
+        log.warning("webhook.unauthenticated", reason=exc.reason, size=len(body))
+        raise ApiError(401, "invalid_signature", exc.message, {"reason": exc.reason}) from None
+
+    client = request.client
+    delivery = ingest.IncomingDelivery(
+        body=body, received_at=utcnow(), signature_scheme=scheme,
+        request_id=request.state.request_id, client_ip=client.host if client else None,
+    )
+    try:
+        if len(body) > _THREAD_PARSE_BYTES:
+            prepared = await run_in_threadpool(_parse_and_prepare, body)
+        else:
+            prepared = _parse_and_prepare(body)
+    except payloads.PayloadError as exc:
+        raise await _reject(database, delivery, exc, started) from None
+
+    try:
+        async with database.write() as conn:
+            stored = await ingest.store(conn, prepared, delivery)
+    except UNAVAILABLE_ERRORS as exc:
+        log.error("webhook.database_unavailable", job_id=prepared.job_id,
+                  error_type=type(exc).__name__, error_detail=str(exc)[:300])
+        raise unavailable() from None
+
+    log.info(
+        f"webhook.{stored.outcome}", job_id=stored.job_id, outcome=stored.outcome,
+        rows=stored.rows, delivery_id=stored.delivery_id, signature_scheme=scheme,
+        size=len(body), duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return JSONResponse({"job_id": stored.job_id, "outcome": stored.outcome,
+                         "delivery_id": stored.delivery_id})
+
+
+def _parse_and_prepare(body: bytes) -> ingest.PreparedResult:
+    return ingest.prepare(payloads.parse(body))
+
+
+async def _reject(database: Database, delivery: ingest.IncomingDelivery,
+                  exc: payloads.PayloadError, started: float) -> ApiError:
+    """Keep the authenticated but unusable delivery; return the 400/422 to answer with."""
+    job_id = payloads.job_id_hint(delivery.body) if exc.code == "invalid_payload" else None
+    try:
+        async with database.write() as conn:
+            delivery_id = await ingest.store_rejected(
+                conn, delivery, job_id=job_id, error_code=exc.code, error=exc.message)
+    except UNAVAILABLE_ERRORS as db_exc:
+        log.error("webhook.database_unavailable", job_id=job_id,
+                  error_type=type(db_exc).__name__, error_detail=str(db_exc)[:300])
+        raise unavailable() from None
+    log.warning("webhook.rejected", code=exc.code, job_id=job_id, path=exc.path,
+                reason=exc.message, delivery_id=delivery_id, size=len(delivery.body),
+                duration_ms=round((time.perf_counter() - started) * 1000, 2))
+    details: dict[str, object] = {"delivery_id": delivery_id}
+    if exc.path is not None:
+        details["path"] = exc.path
+    status = 400 if exc.code == "invalid_json" else 422
+    return ApiError(status, exc.code, exc.message, details)
