@@ -36,7 +36,8 @@ _MAX_HEADER_LENGTH: Final = 4096
 _MAX_CANDIDATES: Final = 16
 _DIGEST_SIZE: Final = 32
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
-_SEPARATORS = re.compile(r"[,\s]+")
+_HMAC_SEPARATORS = re.compile(r"[,\s]+")
+_STANDARD_SEPARATORS = re.compile(r"\s+")
 _PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,256}")
 
 
@@ -142,10 +143,10 @@ def _any_equal(candidates: Sequence[bytes], expected: Sequence[bytes]) -> bool:
     return matched
 
 
-def _split(header: str, name: str) -> list[str]:
+def _split(header: str, name: str, separators: re.Pattern[str]) -> list[str]:
     if len(header) > _MAX_HEADER_LENGTH:
         raise SignatureError("malformed", f"{name} is longer than {_MAX_HEADER_LENGTH} characters")
-    parts = [p for p in _SEPARATORS.split(header.strip()) if p]
+    parts = [p for p in separators.split(header.strip()) if p]
     if not parts:
         raise SignatureError("malformed", f"{name} is empty")
     if len(parts) > _MAX_CANDIDATES:
@@ -155,7 +156,7 @@ def _split(header: str, name: str) -> list[str]:
 
 def _hmac_candidates(header: str) -> list[bytes]:
     decoded: list[bytes] = []
-    for part in _split(header, "X-Webhook-Signature"):
+    for part in _split(header, "X-Webhook-Signature", _HMAC_SEPARATORS):
         if part[:7].lower() == "sha256=":
             part = part[7:]
         digest = _decode_digest(part)
@@ -171,7 +172,7 @@ def _hmac_candidates(header: str) -> list[bytes]:
 
 def _standard_candidates(header: str) -> list[bytes]:
     decoded: list[bytes] = []
-    for part in _split(header, "webhook-signature"):
+    for part in _split(header, "webhook-signature", _STANDARD_SEPARATORS):
         version, _, value = part.partition(",")
         if version != "v1":
             continue

@@ -59,10 +59,11 @@ def _too_large(limit: int) -> ApiError:
 
 def _signature_headers(request: Request) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for name in (SIGNATURE_HEADER, STANDARD_SIGNATURE_HEADER):
+    # A header repeated on several lines is one list of candidates.
+    for name, separator in ((SIGNATURE_HEADER, ","), (STANDARD_SIGNATURE_HEADER, " ")):
         values = request.headers.getlist(name)
         if values:
-            headers[name] = ",".join(values)
+            headers[name] = separator.join(values)
     for name in ("webhook-id", "webhook-timestamp"):
         value = request.headers.get(name)
         if value is not None:

@@ -1,0 +1,61 @@
+"""Database outages: 503 while PostgreSQL is down, recovery without a restart of the service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from service.config import Settings
+from service.migrations import upgrade
+from tests.conftest import bearer, create_token, serve_in_process
+from tests.support.postgres import PostgresCluster, execute_autocommit, find_bindir
+from tests.support.signing import SECRET, encode, example, signed_headers
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PostgresCluster]:
+    """A migrated cluster this test alone may stop and start."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL server binaries not found")
+    cluster = PostgresCluster(bindir)
+    cluster.init()
+    cluster.start()
+    execute_autocommit(cluster.admin_url, "CREATE DATABASE results")
+    upgrade(cluster.url("results"))
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+async def test_database_down_gives_503_and_a_retry_after_restart_stores(own_cluster):
+    url = own_cluster.url("results")
+    settings = Settings(database_url=url, webhook_secrets=(SECRET,))
+    token = await create_token(settings, name="reader", scope="read")
+    body = encode(example("video_finished.json"))
+    async with serve_in_process(settings) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        own_cluster.stop()
+
+        down = await client.post("/webhooks/analysis", content=body, headers=signed_headers(body))
+        assert down.status_code == 503, down.text
+        assert down.json()["code"] == "unavailable"
+        assert down.headers["retry-after"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        query = await client.get("/v1/jobs/video_12345", headers=bearer(token))
+        assert query.status_code == 503
+        assert query.json()["code"] == "unavailable"
+
+        own_cluster.start()
+        retry = await client.post("/webhooks/analysis", content=body,
+                                  headers=signed_headers(body))
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["outcome"] == "stored"
+        assert (await client.get("/readyz")).status_code == 200
+        payload = await client.get("/v1/jobs/video_12345/payload", headers=bearer(token))
+        assert payload.json() == example("video_finished.json")
