@@ -16,6 +16,7 @@ from sqlalchemy.pool import NullPool
 from service import models
 from service.config import Settings, async_url
 from service.db import ensure_sqlite_folder
+from service.migrations import include_object
 
 config = context.config
 target_metadata = models.metadata
@@ -31,6 +32,7 @@ def _configure(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        include_object=include_object,
         compare_type=True,
         transaction_per_migration=False,
     )

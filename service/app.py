@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.api import jobs
+from service.api.openapi import openapi
+from service.api.routes import api_routes
 from service.config import Settings, redact_url
 from service.db import Database
 from service.health import healthz, readyz
@@ -37,8 +38,8 @@ def routes() -> list[Route]:
         Route("/webhooks/analysis", receive_analysis_result, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
-        Route("/v1/jobs/{job_id}/payload", jobs.get_payload, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *api_routes(),
     ]
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +37,9 @@ def _redact(
     return event
 
 
-def configure_logging(log_format: LogFormat, level: LogLevel) -> None:
+def configure_logging(log_format: LogFormat, level: LogLevel,
+                      stream: TextIO | None = None) -> None:
+    """Route structlog and stdlib logging (uvicorn's too) to ``stream`` (default stderr)."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -61,7 +63,7 @@ def configure_logging(log_format: LogFormat, level: LogLevel) -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

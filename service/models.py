@@ -159,7 +159,9 @@ class Section(SQLModel, table=True):
     __tablename__ = "sections"
     __table_args__ = (
         _item_fk("sections"),
-        sa.Index("ix_sections_section_tag", "section_tag"),
+        sa.Index("ix_sections_section_tag_job_pk", "section_tag", "job_pk"),
+        sa.Index("ix_sections_confidence", "confidence"),
+        sa.Index("ix_sections_is_critical_job_pk", "is_critical", "job_pk"),
     )
 
     job_pk: int = _job_pk()
@@ -192,12 +194,19 @@ class SectionSegment(SQLModel, table=True):
 
 
 class OcrText(SQLModel, table=True):
-    __tablename__ = "ocr_texts"
-    __table_args__ = (_item_fk("ocr_texts"),)
+    """OCR lines carry a surrogate ``id``: the full-text indexes refer to rows by it."""
 
-    job_pk: int = _job_pk()
-    item_index: int = _key()
-    ocr_index: int = _key()
+    __tablename__ = "ocr_texts"
+    __table_args__ = (
+        _item_fk("ocr_texts"),
+        sa.UniqueConstraint("job_pk", "item_index", "ocr_index"),
+        sa.Index("ix_ocr_texts_language_code", "language_code"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    job_pk: int = Field(sa_type=BigId)
+    item_index: int = Field(sa_type=sa.Integer)
+    ocr_index: int = Field(sa_type=sa.Integer)
     language_code: str | None = Field(default=None, sa_type=sa.String(64))
     full_text: str | None = Field(default=None, sa_type=sa.Text)
     has_time_segment: bool = Field(default=False, sa_type=sa.Boolean)
@@ -239,7 +248,9 @@ class Tag(SQLModel, table=True):
     __tablename__ = "tags"
     __table_args__ = (
         _item_fk("tags"),
-        sa.Index("ix_tags_tag", "tag"),
+        sa.Index("ix_tags_tag_job_pk", "tag", "job_pk"),
+        sa.Index("ix_tags_probability", "probability"),
+        sa.Index("ix_tags_is_critical_job_pk", "is_critical", "job_pk"),
     )
 
     job_pk: int = _job_pk()
@@ -315,3 +326,16 @@ ENTITY_TABLES: tuple[sa.Table, ...] = tuple(
                   Tag, MediaItem)
 )
 """Every table under a job, children before parents: the order to delete in."""
+
+POSITION_KEYS: dict[str, tuple[str, ...]] = {
+    "media_items": ("item_index",),
+    "scenes": ("item_index", "scene_index"),
+    "frame_activity": ("item_index", "frame_index"),
+    "sections": ("item_index", "section_index"),
+    "section_segments": ("item_index", "section_index", "segment_index"),
+    "ocr_texts": ("item_index", "ocr_index"),
+    "person_scenes": ("item_index", "scene_index"),
+    "persons": ("item_index", "person_index"),
+    "tags": ("item_index", "tag_index"),
+}
+"""Within a job, the columns that give each entity row its place in the payload, in order."""

@@ -118,13 +118,27 @@ class PayloadError(Exception):
 _decoder = msgspec.json.Decoder(Payload)
 _generic = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
+# Canonical form for content hashes: object keys sorted, so key order never matters.
+_canonical_encoder = msgspec.json.Encoder(order="deterministic")
 
 
 def parse(body: bytes) -> Payload:
-    """Decode and validate ``body``; every failure is a :class:`PayloadError`."""
+    """Decode and validate ``body``; every failure is a :class:`PayloadError`.
+
+    The typed decoder skips unknown fields without looking inside them and stops at the first
+    shape error, so invalid UTF-8 is checked over the whole body first, and a shape error is
+    reported only once the body is known to be JSON at all.
+    """
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PayloadError("invalid_json",
+                               f"the body is not valid UTF-8 (byte {exc.start})") from None
     try:
         payload = _decoder.decode(body)
     except msgspec.ValidationError as exc:
+        _require_json(body)
         message, path = _split_path(str(exc))
         raise PayloadError("invalid_payload", message, path) from None
     except msgspec.DecodeError as exc:
@@ -138,6 +152,17 @@ def parse(body: bytes) -> Payload:
             "invalid_payload", "a payload carries either result (video) or items (image batch), "
             "not both", "$.items")
     return payload
+
+
+def _require_json(body: bytes) -> None:
+    try:
+        _generic.decode(body)
+    except msgspec.ValidationError:
+        return  # valid JSON syntax holding a number no double can represent
+    except msgspec.DecodeError as exc:
+        raise PayloadError("invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("invalid_json", "the body's JSON is nested too deeply") from None
 
 
 def job_id_hint(body: bytes) -> str | None:
@@ -163,16 +188,16 @@ def kind_of(payload: Payload) -> JobKind | None:
         return "video"
     if payload.items is not None:
         return "image_batch"
-    if payload.job_id.startswith("video"):
+    if payload.job_id.startswith("video_"):
         return "video"
-    if payload.job_id.startswith("image"):
+    if payload.job_id.startswith("image_batch_"):
         return "image_batch"
     return None
 
 
 def canonical(payload: Payload) -> bytes:
     """The validated payload re-encoded: known fields only, nulls dropped, stable order."""
-    return _encoder.encode(payload)
+    return _canonical_encoder.encode(payload)
 
 
 def content_hash(payload: Payload) -> str:

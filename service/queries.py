@@ -1,16 +1,37 @@
-"""Read queries behind the query API (the repository for reads)."""
+"""Read queries behind the query API (the repository for reads), plus job deletion.
+
+Listings use keyset pagination: each page ends at a position (the sort key of its last row),
+and the next page starts strictly after it, so rows arriving meanwhile never shift a page.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import models, payloads
+from service import ingest, models, payloads
 
-_jobs = models.jobs
-_deliveries = models.deliveries
+Json = dict[str, Any]
+
+jobs = models.jobs
+deliveries = models.deliveries
+bodies = models.delivery_bodies
+items = models.media_items
+scenes = models.table_of(models.Scene)
+activity = models.table_of(models.FrameActivity)
+sections = models.table_of(models.Section)
+segments = models.table_of(models.SectionSegment)
+ocr = models.table_of(models.OcrText)
+person_scenes = models.table_of(models.PersonScene)
+persons = models.table_of(models.Person)
+tags = models.table_of(models.Tag)
 
 COUNT_COLUMNS = {
     "items": "item_count",
@@ -23,20 +44,42 @@ COUNT_COLUMNS = {
     "persons": "person_count",
     "tags": "tag_count",
 }
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-async def job_summary(conn: AsyncConnection, job_id: str) -> dict[str, Any] | None:
-    deliveries = (
-        sa.select(sa.func.count())
-        .select_from(_deliveries)
-        .where(_deliveries.c.job_id == _jobs.c.job_id)
-        .scalar_subquery()
+@dataclass(frozen=True)
+class Page:
+    rows: list[Json]
+    next_position: list[Any] | None
+
+
+def micros(moment: datetime) -> int:
+    """A datetime as whole microseconds since the epoch (exact, for cursors)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _page(rows: list[Json], limit: int, position: Any) -> Page:
+    """``rows`` holds up to limit + 1 rows: the extra one says whether a next page exists."""
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return Page(rows, position(rows[-1]))
+    return Page(rows, None)
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+def _delivery_count() -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(sa.func.count()).select_from(deliveries)
+        .where(deliveries.c.job_id == jobs.c.job_id).scalar_subquery()
     )
-    row = (await conn.execute(
-        sa.select(_jobs, deliveries.label("deliveries")).where(_jobs.c.job_id == job_id)
-    )).one_or_none()
-    if row is None:
-        return None
+
+
+def _summary(row: Row[Any]) -> Json:
     return {
         "job_id": row.job_id,
         "kind": row.kind,
@@ -47,3 +90,310 @@ async def job_summary(conn: AsyncConnection, job_id: str) -> dict[str, Any] | No
         "deliveries": row.deliveries,
         "counts": {name: getattr(row, column) for name, column in COUNT_COLUMNS.items()},
     }
+
+
+async def job_summary(conn: AsyncConnection, job_id: str) -> Json | None:
+    row = (await conn.execute(
+        sa.select(jobs, _delivery_count().label("deliveries")).where(jobs.c.job_id == job_id)
+    )).one_or_none()
+    return None if row is None else _summary(row)
+
+
+async def job_pk(conn: AsyncConnection, job_id: str) -> int | None:
+    found: int | None = (await conn.execute(
+        sa.select(jobs.c.id).where(jobs.c.job_id == job_id))).scalar_one_or_none()
+    return found
+
+
+async def list_jobs(conn: AsyncConnection, *, status: str | None, kind: str | None,
+                    received_after: datetime | None, received_before: datetime | None,
+                    after: list[Any] | None, limit: int) -> Page:
+    """Jobs newest first by (received_at, id); ``after`` is the last page's position."""
+    query = sa.select(jobs, jobs.c.id.label("pk"), _delivery_count().label("deliveries"))
+    if status is not None:
+        query = query.where(jobs.c.status == status)
+    if kind is not None:
+        query = query.where(jobs.c.kind == kind)
+    if received_after is not None:
+        query = query.where(jobs.c.received_at > received_after)
+    if received_before is not None:
+        query = query.where(jobs.c.received_at < received_before)
+    if after is not None:
+        moment, pk = from_micros(after[0]), after[1]
+        query = query.where(sa.or_(
+            jobs.c.received_at < moment,
+            sa.and_(jobs.c.received_at == moment, jobs.c.id < pk),
+        ))
+    query = query.order_by(jobs.c.received_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+    rows = list(await conn.execute(query))
+    page = _page([{**_summary(r), "_pk": r.pk} for r in rows], limit,
+                 lambda last: [micros(last["received_at"]), last["_pk"]])
+    for row in page.rows:
+        del row["_pk"]
+    return page
+
+
+# --- entities of one job ---------------------------------------------------------------------
+
+def _after(table: sa.Table, keys: Sequence[str], after: list[Any] | None) -> sa.ColumnElement[bool]:
+    if after is None:
+        return sa.true()
+    return sa.tuple_(*(table.c[k] for k in keys)) > sa.tuple_(*after)
+
+
+async def _entity_rows(conn: AsyncConnection, table: sa.Table, pk: int, after: list[Any] | None,
+                       limit: int, *extra: Any, joins: Any = None) -> list[Row[Any]]:
+    keys = models.POSITION_KEYS[table.name]
+    source = table if joins is None else joins
+    query = (
+        sa.select(table, *extra).select_from(source)
+        .where(table.c.job_pk == pk, _after(table, keys, after))
+        .order_by(*(table.c[k] for k in keys)).limit(limit + 1)
+    )
+    return list(await conn.execute(query))
+
+
+def _position(*keys: str) -> Any:
+    return lambda row: [row[k] for k in keys]
+
+
+def _item_join(table: sa.Table) -> Any:
+    return table.join(items, sa.and_(items.c.job_pk == table.c.job_pk,
+                                     items.c.item_index == table.c.item_index))
+
+
+def _segment(start: float | None, end: float | None) -> Json:
+    return {"start_seconds": start, "end_seconds": end}
+
+
+async def job_scenes(conn: AsyncConnection, pk: int, after: list[Any] | None,
+                     limit: int) -> Page:
+    rows = await _entity_rows(conn, scenes, pk, after, limit)
+    return _page([{"item_index": r.item_index, "index": r.scene_index,
+                   "start_seconds": r.start_seconds, "end_seconds": r.end_seconds}
+                  for r in rows], limit, _position("item_index", "index"))
+
+
+async def job_activity(conn: AsyncConnection, pk: int, after: list[Any] | None,
+                       limit: int) -> Page:
+    rows = await _entity_rows(conn, activity, pk, after, limit)
+    return _page([{"item_index": r.item_index, "index": r.frame_index, "value": r.value}
+                  for r in rows], limit, _position("item_index", "index"))
+
+
+async def _segments_of(conn: AsyncConnection, keys: list[tuple[int, int, int]]
+                       ) -> dict[tuple[int, int, int], list[Json]]:
+    found: dict[tuple[int, int, int], list[Json]] = defaultdict(list)
+    if not keys:
+        return found
+    rows = await conn.execute(
+        sa.select(segments)
+        .where(sa.tuple_(segments.c.job_pk, segments.c.item_index,
+                         segments.c.section_index).in_(keys))
+        .order_by(segments.c.job_pk, segments.c.item_index, segments.c.section_index,
+                  segments.c.segment_index))
+    for r in rows:
+        found[(r.job_pk, r.item_index, r.section_index)].append(
+            _segment(r.start_seconds, r.end_seconds))
+    return found
+
+
+def _section(row: Row[Any], segments_by_key: dict[tuple[int, int, int], list[Json]]) -> Json:
+    key = (row.job_pk, row.item_index, row.section_index)
+    return {
+        "item_index": row.item_index, "index": row.section_index,
+        "section_tag": row.section_tag,
+        "time_segments": segments_by_key.get(key, []) if row.n_segments is not None else None,
+        "thumbnail_timestamp": row.thumbnail_timestamp, "confidence": row.confidence,
+        "is_critical": row.is_critical, "relative_activity": row.relative_activity,
+    }
+
+
+async def job_sections(conn: AsyncConnection, pk: int, after: list[Any] | None,
+                       limit: int) -> Page:
+    rows = await _entity_rows(conn, sections, pk, after, limit)
+    found = await _segments_of(conn, [(r.job_pk, r.item_index, r.section_index)
+                                      for r in rows[:limit]])
+    return _page([_section(r, found) for r in rows], limit, _position("item_index", "index"))
+
+
+def _ocr(row: Row[Any]) -> Json:
+    return {
+        "job_id": row.job_id, "item_index": row.item_index, "external_id": row.external_id,
+        "index": row.ocr_index, "language_code": row.language_code,
+        "full_text": row.full_text, "start_seconds": row.start_seconds,
+        "end_seconds": row.end_seconds,
+    }
+
+
+async def job_ocr(conn: AsyncConnection, pk: int, after: list[Any] | None, limit: int) -> Page:
+    joined = _item_join(ocr).join(jobs, jobs.c.id == ocr.c.job_pk)
+    rows = await _entity_rows(conn, ocr, pk, after, limit, items.c.external_id, jobs.c.job_id,
+                              joins=joined)
+    return _page([_ocr(r) for r in rows], limit, _position("item_index", "index"))
+
+
+async def job_persons(conn: AsyncConnection, pk: int, after: list[Any] | None,
+                      limit: int) -> Page:
+    joined = _item_join(persons).outerjoin(person_scenes, sa.and_(
+        person_scenes.c.job_pk == persons.c.job_pk,
+        person_scenes.c.item_index == persons.c.item_index,
+        person_scenes.c.scene_index == persons.c.scene_index))
+    rows = await _entity_rows(
+        conn, persons, pk, after, limit, items.c.external_id,
+        person_scenes.c.start_seconds.label("scene_start"),
+        person_scenes.c.end_seconds.label("scene_end"), joins=joined)
+    return _page([{
+        "item_index": r.item_index, "external_id": r.external_id, "index": r.person_index,
+        "scene_index": r.scene_index, "start_seconds": r.scene_start,
+        "end_seconds": r.scene_end, "age": r.age, "gender": r.gender,
+        "face_embedding": None if r.face_embedding is None else ingest.unpack_embedding(
+            r.face_embedding),
+        "face_thumbnail": r.face_thumbnail, "allowlisted": r.allowlisted,
+        "relative_prominence": r.relative_prominence,
+    } for r in rows], limit, _position("item_index", "index"))
+
+
+async def job_tags(conn: AsyncConnection, pk: int, after: list[Any] | None, limit: int) -> Page:
+    rows = await _entity_rows(conn, tags, pk, after, limit, items.c.external_id,
+                              joins=_item_join(tags))
+    return _page([{
+        "item_index": r.item_index, "external_id": r.external_id, "index": r.tag_index,
+        "tag": r.tag, "probability": r.probability, "is_critical": r.is_critical,
+    } for r in rows], limit, _position("item_index", "index"))
+
+
+async def job_items(conn: AsyncConnection, pk: int, after: list[Any] | None, limit: int) -> Page:
+    rows = await _entity_rows(conn, items, pk, after, limit)
+    return _page([{
+        "item_index": r.item_index, "media_type": r.media_type, "external_id": r.external_id,
+        "status": r.status, "error": payloads.decode_error(r.error), "has_result": r.has_result,
+        "counts": {
+            "scenes": r.n_scenes or 0, "activity": r.n_activity or 0,
+            "sections": r.n_sections or 0, "ocr": r.n_ocr or 0,
+            "person_scenes": r.n_person_scenes or 0, "tags": r.n_tags or 0,
+            "persons": r.n_persons or 0,
+        },
+    } for r in rows], limit, _position("item_index"))
+
+
+# --- across jobs -------------------------------------------------------------------------------
+
+def _newest_job_first(table: sa.Table, index_column: str, after: list[Any] | None
+                      ) -> tuple[sa.ColumnElement[bool], list[Any]]:
+    """Order by job (newest first), then position in the job; and the keyset condition."""
+    order = [table.c.job_pk.desc(), table.c.item_index, table.c[index_column]]
+    if after is None:
+        return sa.true(), order
+    pk, item, index = after
+    return sa.or_(
+        table.c.job_pk < pk,
+        sa.and_(table.c.job_pk == pk,
+                sa.tuple_(table.c.item_index, table.c[index_column]) > sa.tuple_(item, index)),
+    ), order
+
+
+async def find_sections(conn: AsyncConnection, *, tag: str | None, critical: bool | None,
+                        min_confidence: float | None, after: list[Any] | None,
+                        limit: int) -> Page:
+    condition, order = _newest_job_first(sections, "section_index", after)
+    query = (sa.select(sections, jobs.c.job_id)
+             .join(jobs, jobs.c.id == sections.c.job_pk).where(condition))
+    if tag is not None:
+        query = query.where(sections.c.section_tag == tag)
+    if critical is not None:
+        query = query.where(sections.c.is_critical == critical)
+    if min_confidence is not None:
+        query = query.where(sections.c.confidence >= min_confidence)
+    rows = list(await conn.execute(query.order_by(*order).limit(limit + 1)))
+    found = await _segments_of(conn, [(r.job_pk, r.item_index, r.section_index)
+                                      for r in rows[:limit]])
+    page = _page([{"job_id": r.job_id, "_pk": r.job_pk, **_section(r, found)} for r in rows],
+                 limit, lambda last: [last["_pk"], last["item_index"], last["index"]])
+    for row in page.rows:
+        del row["_pk"]
+    return page
+
+
+async def find_tags(conn: AsyncConnection, *, tag: str | None, min_probability: float | None,
+                    critical: bool | None, after: list[Any] | None, limit: int) -> Page:
+    condition, order = _newest_job_first(tags, "tag_index", after)
+    query = (sa.select(tags, jobs.c.job_id, items.c.external_id)
+             .select_from(_item_join(tags).join(jobs, jobs.c.id == tags.c.job_pk))
+             .where(condition))
+    if tag is not None:
+        query = query.where(tags.c.tag == tag)
+    if min_probability is not None:
+        query = query.where(tags.c.probability >= min_probability)
+    if critical is not None:
+        query = query.where(tags.c.is_critical == critical)
+    rows = list(await conn.execute(query.order_by(*order).limit(limit + 1)))
+    page = _page([{
+        "job_id": r.job_id, "_pk": r.job_pk, "item_index": r.item_index,
+        "external_id": r.external_id, "index": r.tag_index, "tag": r.tag,
+        "probability": r.probability, "is_critical": r.is_critical,
+    } for r in rows], limit, lambda last: [last["_pk"], last["item_index"], last["index"]])
+    for row in page.rows:
+        del row["_pk"]
+    return page
+
+
+# --- deliveries --------------------------------------------------------------------------------
+
+def _delivery(row: Row[Any]) -> Json:
+    return {
+        "id": row.id, "job_id": row.job_id, "received_at": row.received_at,
+        "outcome": row.outcome, "error": row.error, "error_code": row.error_code,
+        "signature_scheme": row.signature_scheme, "size": row.size,
+        "body_sha256": row.body_sha256, "request_id": row.request_id,
+        "client_ip": row.client_ip,
+    }
+
+
+async def list_deliveries(conn: AsyncConnection, *, job_id: str | None, outcome: str | None,
+                          after: list[Any] | None, limit: int) -> Page:
+    query = sa.select(deliveries)
+    if job_id is not None:
+        query = query.where(deliveries.c.job_id == job_id)
+    if outcome is not None:
+        query = query.where(deliveries.c.outcome == outcome)
+    if after is not None:
+        query = query.where(deliveries.c.id < after[0])
+    rows = await conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit + 1))
+    return _page([_delivery(r) for r in rows], limit, lambda last: [last["id"]])
+
+
+async def delivery(conn: AsyncConnection, delivery_id: int) -> Json | None:
+    row = (await conn.execute(
+        sa.select(deliveries).where(deliveries.c.id == delivery_id))).one_or_none()
+    return None if row is None else _delivery(row)
+
+
+async def delivery_body(conn: AsyncConnection, delivery_id: int) -> bytes | None:
+    body: bytes | None = (await conn.execute(
+        sa.select(bodies.c.body).join(deliveries, deliveries.c.body_sha256 == bodies.c.sha256)
+        .where(deliveries.c.id == delivery_id))).scalar_one_or_none()
+    return body
+
+
+# --- deletion ---------------------------------------------------------------------------------
+
+async def delete_job(conn: AsyncConnection, job_id: str) -> bool:
+    """Remove a job, every row under it, its deliveries and their raw bodies (unless another
+    delivery still refers to the same bytes). Caller commits."""
+    pk = (await conn.execute(
+        sa.select(jobs.c.id).where(jobs.c.job_id == job_id).with_for_update()
+    )).scalar_one_or_none()
+    if pk is None:
+        return False
+    await ingest.delete_rows(conn, pk)
+    await conn.execute(sa.delete(jobs).where(jobs.c.id == pk))
+    shas = list((await conn.execute(
+        sa.select(deliveries.c.body_sha256).where(deliveries.c.job_id == job_id).distinct()
+    )).scalars())
+    await conn.execute(sa.delete(deliveries).where(deliveries.c.job_id == job_id))
+    if shas:
+        still_used = sa.select(deliveries.c.id).where(
+            deliveries.c.body_sha256 == bodies.c.sha256).exists()
+        await conn.execute(sa.delete(bodies).where(bodies.c.sha256.in_(shas), ~still_used))
+    return True

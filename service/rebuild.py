@@ -29,7 +29,7 @@ async def _grouped(conn: AsyncConnection, model: type[Any], job_pk: int,
     """Rows of one table, in key order, grouped by their first ``depth`` key columns after
     ``job_pk``."""
     table = models.table_of(model)
-    keys = [c for c in table.primary_key.columns if c.name != "job_pk"]
+    keys = [table.c[name] for name in models.POSITION_KEYS[table.name]]
     result = await conn.execute(
         sa.select(table).where(table.c.job_pk == job_pk).order_by(*keys)
     )

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from service import models
 from service.config import async_url
-from service.migrations import alembic_config, head_revision, upgrade
+from service.migrations import alembic_config, head_revision, include_object, upgrade
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +27,8 @@ async def _run(url: str, function: Any) -> Any:
 
 
 def _diff(connection: sa.Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": include_object})
     return list(compare_metadata(context, models.metadata))
 
 

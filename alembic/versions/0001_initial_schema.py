@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 06:25:37.523808
+Create Date: 2026-11-22 06:43:37.277180
 """
 
 from collections.abc import Sequence
@@ -147,14 +147,10 @@ def upgrade() -> None:
     )
     op.create_table(
         "ocr_texts",
-        sa.Column(
-            "job_pk",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=False,
-            nullable=False,
-        ),
-        sa.Column("item_index", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("ocr_index", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("job_pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("item_index", sa.Integer(), nullable=False),
+        sa.Column("ocr_index", sa.Integer(), nullable=False),
         sa.Column("language_code", sa.String(length=64), nullable=True),
         sa.Column("full_text", sa.Text(), nullable=True),
         sa.Column("has_time_segment", sa.Boolean(), nullable=False),
@@ -166,8 +162,15 @@ def upgrade() -> None:
             name="fk_ocr_texts_job_pk_item_index_media_items",
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("job_pk", "item_index", "ocr_index", name=op.f("pk_ocr_texts")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ocr_texts")),
+        sa.UniqueConstraint(
+            "job_pk",
+            "item_index",
+            "ocr_index",
+            name=op.f("uq_ocr_texts_job_pk_item_index_ocr_index"),
+        ),
     )
+    op.create_index("ix_ocr_texts_language_code", "ocr_texts", ["language_code"], unique=False)
     op.create_table(
         "person_scenes",
         sa.Column(
@@ -261,7 +264,13 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("job_pk", "item_index", "section_index", name=op.f("pk_sections")),
     )
-    op.create_index("ix_sections_section_tag", "sections", ["section_tag"], unique=False)
+    op.create_index("ix_sections_confidence", "sections", ["confidence"], unique=False)
+    op.create_index(
+        "ix_sections_is_critical_job_pk", "sections", ["is_critical", "job_pk"], unique=False
+    )
+    op.create_index(
+        "ix_sections_section_tag_job_pk", "sections", ["section_tag", "job_pk"], unique=False
+    )
     op.create_table(
         "tags",
         sa.Column(
@@ -283,7 +292,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("job_pk", "item_index", "tag_index", name=op.f("pk_tags")),
     )
-    op.create_index("ix_tags_tag", "tags", ["tag"], unique=False)
+    op.create_index("ix_tags_is_critical_job_pk", "tags", ["is_critical", "job_pk"], unique=False)
+    op.create_index("ix_tags_probability", "tags", ["probability"], unique=False)
+    op.create_index("ix_tags_tag_job_pk", "tags", ["tag", "job_pk"], unique=False)
     op.create_table(
         "section_segments",
         sa.Column(
@@ -315,13 +326,18 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("section_segments")
-    op.drop_index("ix_tags_tag", table_name="tags")
+    op.drop_index("ix_tags_tag_job_pk", table_name="tags")
+    op.drop_index("ix_tags_probability", table_name="tags")
+    op.drop_index("ix_tags_is_critical_job_pk", table_name="tags")
     op.drop_table("tags")
-    op.drop_index("ix_sections_section_tag", table_name="sections")
+    op.drop_index("ix_sections_section_tag_job_pk", table_name="sections")
+    op.drop_index("ix_sections_is_critical_job_pk", table_name="sections")
+    op.drop_index("ix_sections_confidence", table_name="sections")
     op.drop_table("sections")
     op.drop_table("scenes")
     op.drop_table("persons")
     op.drop_table("person_scenes")
+    op.drop_index("ix_ocr_texts_language_code", table_name="ocr_texts")
     op.drop_table("ocr_texts")
     op.drop_table("frame_activity")
     op.drop_index("ix_media_items_external_id", table_name="media_items")

@@ -1,45 +1,127 @@
-"""Job routes: the summary and the payload rebuilt from the normalized rows."""
+"""Job routes: list, summary, the rebuilt payload, entity rows, deletion."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service import queries, rebuild
+from service.api import params
 from service.api.auth import require_token
 from service.db import Database
 from service.http import ApiError, JSONResponse
 
+JOB_STATUSES = ("finished", "failed")
+JOB_KINDS = ("video", "image_batch")
+
+EntityQuery = Callable[[AsyncConnection, int, list[Any] | None, int], Awaitable[queries.Page]]
+ENTITIES: dict[str, tuple[EntityQuery, tuple[type, ...]]] = {
+    "scenes": (queries.job_scenes, (int, int)),
+    "activity": (queries.job_activity, (int, int)),
+    "sections": (queries.job_sections, (int, int)),
+    "ocr": (queries.job_ocr, (int, int)),
+    "persons": (queries.job_persons, (int, int)),
+    "tags": (queries.job_tags, (int, int)),
+    "items": (queries.job_items, (int,)),
+}
+
 
 def job_links(request: Request, job_id: str) -> dict[str, str]:
     base = f"{request.scope.get('root_path', '')}/v1/jobs/{quote(job_id, safe='')}"
-    return {"self": base, "payload": f"{base}/payload"}
+    return {"self": base, "payload": f"{base}/payload",
+            **{name: f"{base}/{name}" for name in ENTITIES}}
 
 
-def _not_found(job_id: str) -> ApiError:
+def page_response(kind: str, page: queries.Page) -> Response:
+    next_cursor = None if page.next_position is None else params.encode_cursor(
+        kind, page.next_position)
+    return JSONResponse({"data": page.rows, "next_cursor": next_cursor})
+
+
+def job_id_param(request: Request) -> str:
+    """The path's job id; one no job can have (too long, or with NUL) is simply not found."""
+    job_id: str = request.path_params["job_id"]
+    if len(job_id) > 512 or "\x00" in job_id:
+        raise not_found(job_id[:64])
+    return job_id
+
+
+def not_found(job_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no job {job_id!r}", {"job_id": job_id})
+
+
+async def list_jobs(request: Request) -> Response:
+    await require_token(request, "read")
+    status = params.choice(request, "status", JOB_STATUSES)
+    kind = params.choice(request, "kind", JOB_KINDS)
+    received_after = params.timestamp(request, "received_after")
+    received_before = params.timestamp(request, "received_before")
+    limit = params.limit(request)
+    after = params.cursor(request, "jobs", (int, int))
+    database: Database = request.state.database
+    async with database.read() as conn:
+        page = await queries.list_jobs(
+            conn, status=status, kind=kind, received_after=received_after,
+            received_before=received_before, after=after, limit=limit)
+    for row in page.rows:
+        row["links"] = job_links(request, row["job_id"])
+    return page_response("jobs", page)
 
 
 async def get_job(request: Request) -> Response:
     await require_token(request, "read")
-    job_id: str = request.path_params["job_id"]
+    job_id = job_id_param(request)
     database: Database = request.state.database
     async with database.read() as conn:
         summary = await queries.job_summary(conn, job_id)
     if summary is None:
-        raise _not_found(job_id)
+        raise not_found(job_id)
     summary["links"] = job_links(request, job_id)
     return JSONResponse(summary)
 
 
 async def get_payload(request: Request) -> Response:
     await require_token(request, "read")
-    job_id: str = request.path_params["job_id"]
+    job_id = job_id_param(request)
     database: Database = request.state.database
     async with database.read() as conn:
         payload = await rebuild.rebuild(conn, job_id)
     if payload is None:
-        raise _not_found(job_id)
+        raise not_found(job_id)
     return JSONResponse(payload)
+
+
+def entity_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
+    query, cursor_types = ENTITIES[name]
+
+    async def endpoint(request: Request) -> Response:
+        await require_token(request, "read")
+        job_id = job_id_param(request)
+        limit = params.limit(request)
+        after = params.cursor(request, f"job-{name}", cursor_types)
+        database: Database = request.state.database
+        async with database.read() as conn:
+            pk = await queries.job_pk(conn, job_id)
+            if pk is None:
+                raise not_found(job_id)
+            page = await query(conn, pk, after, limit)
+        return page_response(f"job-{name}", page)
+
+    endpoint.__name__ = f"list_job_{name}"
+    return endpoint
+
+
+async def delete_job(request: Request) -> Response:
+    await require_token(request, "admin")
+    job_id = job_id_param(request)
+    database: Database = request.state.database
+    async with database.write() as conn:
+        deleted = await queries.delete_job(conn, job_id)
+    if not deleted:
+        raise not_found(job_id)
+    return Response(status_code=204)

@@ -1,0 +1,72 @@
+"""The delivery log (admin): every authenticated request, with its exact raw bytes."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import queries
+from service.api import params
+from service.api.auth import require_token
+from service.api.jobs import page_response
+from service.db import Database
+from service.http import ApiError, JSONResponse
+
+OUTCOMES = ("stored", "duplicate", "updated", "ignored", "rejected")
+
+
+def _delivery_id(request: Request) -> int:
+    raw: str = request.path_params["delivery_id"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "not_found", f"no delivery {raw!r}", {"delivery_id": raw})
+    return int(raw)
+
+
+def _not_found(delivery_id: int) -> ApiError:
+    return ApiError(404, "not_found", f"no delivery {delivery_id}", {"delivery_id": delivery_id})
+
+
+def _links(request: Request, delivery_id: int) -> dict[str, str]:
+    base = f"{request.scope.get('root_path', '')}/v1/deliveries/{delivery_id}"
+    return {"self": base, "raw": f"{base}/raw"}
+
+
+async def list_deliveries(request: Request) -> Response:
+    await require_token(request, "admin")
+    job_id = params.text(request, "job_id", max_length=512)
+    outcome = params.choice(request, "outcome", OUTCOMES)
+    limit = params.limit(request)
+    after = params.cursor(request, "deliveries", (int,))
+    database: Database = request.state.database
+    async with database.read() as conn:
+        page = await queries.list_deliveries(conn, job_id=job_id, outcome=outcome, after=after,
+                                             limit=limit)
+    for row in page.rows:
+        row["links"] = _links(request, row["id"])
+    return page_response("deliveries", page)
+
+
+async def get_delivery(request: Request) -> Response:
+    await require_token(request, "admin")
+    delivery_id = _delivery_id(request)
+    database: Database = request.state.database
+    async with database.read() as conn:
+        found = await queries.delivery(conn, delivery_id)
+    if found is None:
+        raise _not_found(delivery_id)
+    found["links"] = _links(request, delivery_id)
+    return JSONResponse(found)
+
+
+async def get_delivery_raw(request: Request) -> Response:
+    await require_token(request, "admin")
+    delivery_id = _delivery_id(request)
+    database: Database = request.state.database
+    async with database.read() as conn:
+        body = await queries.delivery_body(conn, delivery_id)
+    if body is None:
+        raise _not_found(delivery_id)
+    return Response(body, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="delivery-{delivery_id}.bin"',
+        "X-Content-Type-Options": "nosniff",
+    })

@@ -1,0 +1,337 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 description of every route, parameter and response.
+
+Written out by hand next to the routes it describes; ``tests/test_openapi.py`` checks that it
+names every route the app serves, and a schemathesis run checks the live app against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.api import deliveries, jobs, params
+from service.http import JSONResponse
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _object(required: list[str] | None = None, **properties: Schema) -> Schema:
+    return {"type": "object", "properties": properties,
+            "required": list(properties) if required is None else required}
+
+
+INTEGER = {"type": "integer"}
+
+
+def _counts(*names: str) -> Schema:
+    return {"type": "object", "properties": dict.fromkeys(names, INTEGER),
+            "required": list(names)}
+
+
+NUMBER = {"type": "number"}
+N_NUMBER = _nullable(NUMBER)
+STRING = {"type": "string"}
+N_STRING = _nullable(STRING)
+N_BOOL = _nullable({"type": "boolean"})
+DATETIME = {"type": "string", "format": "date-time"}
+LINKS = {"type": "object", "additionalProperties": {"type": "string"}}
+UPSTREAM_ERROR = {"anyOf": [{"type": "string"}, {"type": "object"}]}
+
+
+def _page(item: str) -> Schema:
+    return _object(data={"type": "array", "items": _ref(item)}, next_cursor=N_STRING)
+
+
+def _upstream_schemas() -> dict[str, Schema]:
+    """The analysis API's payload, as rebuilt by /payload (nulls left out)."""
+    segment = _object([], start_seconds=NUMBER, end_seconds=NUMBER)
+    person = _object([], age=NUMBER, gender=STRING,
+                     face_embedding={"type": "array", "items": NUMBER},
+                     face_thumbnail=STRING, allowlisted={"type": "boolean"},
+                     relative_prominence=NUMBER)
+    ocr = _object([], language_code=STRING, full_text=STRING,
+                  time_segment=_ref("UpstreamTimeSegment"))
+    return {
+        "UpstreamTimeSegment": segment,
+        "UpstreamPerson": person,
+        "UpstreamOcr": ocr,
+        "UpstreamVideoResult": _object(
+            [],
+            raw_scenes={"type": "array", "items": _ref("UpstreamTimeSegment")},
+            frame_activity_diffs={"type": "array", "items": NUMBER},
+            sections={"type": "array", "items": _object(
+                [], section_tag=STRING,
+                time_segments={"type": "array", "items": _ref("UpstreamTimeSegment")},
+                thumbnail_timestamp=NUMBER, confidence=NUMBER,
+                is_critical={"type": "boolean"}, relative_activity=NUMBER)},
+            ocr_results={"type": "array", "items": _ref("UpstreamOcr")},
+            person_constellation_scenes={"type": "array", "items": _object(
+                [], time_segment=_ref("UpstreamTimeSegment"),
+                person_ids={"type": "array", "items": _ref("UpstreamPerson")})},
+        ),
+        "UpstreamImageItem": _object(
+            ["external_id"], external_id=STRING,
+            result=_object([], tags={"type": "array", "items": _object(
+                [], tag=STRING, probability=NUMBER, is_critical={"type": "boolean"})},
+                person_ids={"type": "array", "items": _ref("UpstreamPerson")},
+                ocr_results={"type": "array", "items": _ref("UpstreamOcr")}),
+            status=STRING, error=UPSTREAM_ERROR,
+        ),
+        "Payload": _object(
+            ["job_id", "status"], job_id=STRING,
+            status={"type": "string", "enum": list(jobs.JOB_STATUSES)},
+            result=_ref("UpstreamVideoResult"),
+            items={"type": "array", "items": _ref("UpstreamImageItem")},
+            error=UPSTREAM_ERROR,
+        ),
+    }
+
+
+def _schemas() -> dict[str, Schema]:
+    counts = _counts("items", "scenes", "activity", "sections", "segments", "ocr",
+                     "person_scenes", "persons", "tags")
+    time_segment = _object(start_seconds=N_NUMBER, end_seconds=N_NUMBER)
+    section = _object(
+        item_index=INTEGER, index=INTEGER, section_tag=N_STRING,
+        time_segments=_nullable({"type": "array", "items": _ref("TimeSegment")}),
+        thumbnail_timestamp=N_NUMBER, confidence=N_NUMBER, is_critical=N_BOOL,
+        relative_activity=N_NUMBER)
+    ocr_row = _object(job_id=STRING, item_index=INTEGER, external_id=N_STRING, index=INTEGER,
+                      language_code=N_STRING, full_text=N_STRING, start_seconds=N_NUMBER,
+                      end_seconds=N_NUMBER)
+    tag_row = _object(item_index=INTEGER, external_id=N_STRING, index=INTEGER, tag=N_STRING,
+                      probability=N_NUMBER, is_critical=N_BOOL)
+    return {
+        "Error": _object(error=STRING, code=STRING, details={"type": "object"}),
+        "WebhookAccepted": _object(
+            job_id=STRING, delivery_id=INTEGER,
+            outcome={"type": "string", "enum": ["stored", "duplicate", "updated", "ignored"]}),
+        "Health": _object(["status"], status=STRING, schema=N_STRING, reason=STRING,
+                          head=STRING),
+        "JobSummary": _object(
+            job_id=STRING, kind=_nullable({"type": "string", "enum": list(jobs.JOB_KINDS)}),
+            status={"type": "string", "enum": list(jobs.JOB_STATUSES)},
+            error=_nullable(UPSTREAM_ERROR), received_at=DATETIME, updated_at=DATETIME,
+            deliveries=INTEGER, counts=counts, links=LINKS),
+        "JobPage": _page("JobSummary"),
+        "TimeSegment": time_segment,
+        "Scene": _object(item_index=INTEGER, index=INTEGER, start_seconds=N_NUMBER,
+                         end_seconds=N_NUMBER),
+        "ScenePage": _page("Scene"),
+        "Activity": _object(item_index=INTEGER, index=INTEGER, value=NUMBER),
+        "ActivityPage": _page("Activity"),
+        "Section": section,
+        "SectionPage": _page("Section"),
+        "SectionHit": {"allOf": [_ref("Section"), _object(job_id=STRING)]},
+        "SectionHitPage": _page("SectionHit"),
+        "Ocr": ocr_row,
+        "OcrPage": _page("Ocr"),
+        "OcrHit": {"allOf": [_ref("Ocr"), _object(rank=NUMBER)]},
+        "OcrHitPage": _page("OcrHit"),
+        "Person": _object(
+            item_index=INTEGER, external_id=N_STRING, index=INTEGER,
+            scene_index=_nullable(INTEGER), start_seconds=N_NUMBER, end_seconds=N_NUMBER,
+            age=N_NUMBER, gender=N_STRING,
+            face_embedding=_nullable({"type": "array", "items": NUMBER}),
+            face_thumbnail=N_STRING, allowlisted=N_BOOL, relative_prominence=N_NUMBER),
+        "PersonPage": _page("Person"),
+        "Tag": tag_row,
+        "TagPage": _page("Tag"),
+        "TagHit": {"allOf": [_ref("Tag"), _object(job_id=STRING)]},
+        "TagHitPage": _page("TagHit"),
+        "Item": _object(
+            item_index=INTEGER, media_type={"type": "string", "enum": ["video", "image"]},
+            external_id=N_STRING, status=N_STRING, error=_nullable(UPSTREAM_ERROR),
+            has_result={"type": "boolean"},
+            counts=_counts("scenes", "activity", "sections", "ocr", "person_scenes", "tags",
+                           "persons")),
+        "ItemPage": _page("Item"),
+        "Delivery": _object(
+            ["id", "job_id", "received_at", "outcome", "error", "error_code",
+             "signature_scheme", "size", "body_sha256", "request_id", "client_ip"],
+            id=INTEGER, job_id=N_STRING, received_at=DATETIME,
+            outcome={"type": "string", "enum": list(deliveries.OUTCOMES)},
+            error=N_STRING, error_code=N_STRING, signature_scheme=STRING, size=INTEGER,
+            body_sha256=STRING, request_id=N_STRING, client_ip=N_STRING, links=LINKS),
+        "DeliveryPage": _page("Delivery"),
+        **_upstream_schemas(),
+    }
+
+
+def _param(name: str, where: str, schema: Schema, description: str,
+           required: bool = False) -> Schema:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "schema": schema, "description": description}
+
+
+LIMIT = _param("limit", "query",
+               {"type": "integer", "minimum": 1, "maximum": params.MAX_LIMIT,
+                "default": params.DEFAULT_LIMIT}, "page size")
+CURSOR = _param("cursor", "query", {"type": "string"},
+                "next_cursor of the previous page (opaque)")
+JOB_ID = _param("job_id", "path", {"type": "string"}, "the upstream's job id")
+DELIVERY_ID = _param("delivery_id", "path", {"type": "integer", "minimum": 0},
+                     "a delivery's id")
+
+
+def _error(description: str) -> Schema:
+    return {"description": description,
+            "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _json(schema: str, description: str = "OK") -> Schema:
+    return {"description": description,
+            "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _operation(summary: str, ok: dict[str, Schema], *parameters: Schema, admin: bool = False,
+               not_found: bool = False, tag: str = "query") -> Schema:
+    responses: dict[str, Schema] = {
+        **ok,
+        "401": _error("missing, unknown or revoked bearer token"),
+        "422": _error("a bad parameter; details.parameter names it"),
+        "503": _error("the database is unavailable"),
+    }
+    if admin:
+        responses["403"] = _error("the token's scope is read, the route needs admin")
+    if not_found:
+        responses["404"] = _error("no such job or delivery")
+    return {"summary": summary, "tags": [tag], "parameters": list(parameters),
+            "security": [{"bearer": []}], "responses": responses}
+
+
+def _paths() -> dict[str, Schema]:
+    entity_schemas = {"scenes": "ScenePage", "activity": "ActivityPage",
+                      "sections": "SectionPage", "ocr": "OcrPage", "persons": "PersonPage",
+                      "tags": "TagPage", "items": "ItemPage"}
+    public_errors = {"405": _error("method not allowed")}
+    paths: dict[str, Schema] = {
+        "/webhooks/analysis": {"post": {
+            "summary": "Receive a signed analysis result (the upstream calls this)",
+            "tags": ["webhook"],
+            "parameters": [
+                _param("X-Webhook-Signature", "header", STRING,
+                       "HMAC-SHA256 of the raw body: hex, sha256=hex or base64; several "
+                       "candidates separated by commas or spaces"),
+                _param("webhook-id", "header", STRING, "Standard Webhooks message id"),
+                _param("webhook-timestamp", "header", STRING, "Standard Webhooks Unix time"),
+                _param("webhook-signature", "header", STRING, "Standard Webhooks v1,<base64>"),
+            ],
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref("Payload")}}},
+            "responses": {
+                "200": _json("WebhookAccepted", "committed"),
+                "400": _error("not JSON (invalid_json); kept as a rejected delivery"),
+                "401": _error("missing, malformed or wrong signature (invalid_signature)"),
+                "413": _error("larger than RECEIVER_MAX_BODY_BYTES (payload_too_large)"),
+                "422": _error("JSON of the wrong shape (invalid_payload); details.path "
+                              "names the field; kept as a rejected delivery"),
+                "503": _error("the database could not commit; retry later"),
+            },
+        }},
+        "/healthz": {"get": {"summary": "The process answers", "tags": ["operations"],
+                             "responses": {"200": _json("Health"), **public_errors}}},
+        "/readyz": {"get": {"summary": "Database reachable and schema at head",
+                            "tags": ["operations"],
+                            "responses": {"200": _json("Health"),
+                                          "503": _json("Health", "not ready")}}},
+        "/v1/jobs": {"get": _operation(
+            "Jobs, newest first", {"200": _json("JobPage")},
+            _param("status", "query", {"type": "string", "enum": list(jobs.JOB_STATUSES)},
+                   "only jobs with this status"),
+            _param("kind", "query", {"type": "string", "enum": list(jobs.JOB_KINDS)},
+                   "only jobs of this kind"),
+            _param("received_after", "query", DATETIME, "ISO 8601, exclusive"),
+            _param("received_before", "query", DATETIME, "ISO 8601, exclusive"),
+            LIMIT, CURSOR)},
+        "/v1/jobs/{job_id}": {
+            "get": _operation("A job's summary", {"200": _json("JobSummary")}, JOB_ID,
+                              not_found=True),
+            "delete": _operation(
+                "Delete a job, its rows, search entries and raw deliveries",
+                {"204": {"description": "deleted"}}, JOB_ID, admin=True, not_found=True),
+        },
+        "/v1/jobs/{job_id}/payload": {"get": _operation(
+            "The result rebuilt from the normalized tables, in the upstream's shape",
+            {"200": _json("Payload")}, JOB_ID, not_found=True)},
+        **{f"/v1/jobs/{{job_id}}/{name}": {"get": _operation(
+            f"A job's {name}", {"200": _json(schema)}, JOB_ID, LIMIT, CURSOR, not_found=True)}
+           for name, schema in entity_schemas.items()},
+        "/v1/search/ocr": {"get": _operation(
+            "OCR text across all jobs, in relevance order", {"200": _json("OcrHitPage")},
+            _param("q", "query", {"type": "string", "minLength": 1, "maxLength": 200},
+                   "plain text (never query syntax)", required=True),
+            _param("language_code", "query", {"type": "string", "minLength": 1,
+                                              "maxLength": 64}, "only this language"),
+            LIMIT, CURSOR)},
+        "/v1/sections": {"get": _operation(
+            "Video sections across jobs", {"200": _json("SectionHitPage")},
+            _param("tag", "query", {"type": "string", "minLength": 1, "maxLength": 200},
+                   "section_tag equals"),
+            _param("critical", "query", {"type": "boolean"}, "is_critical equals"),
+            _param("min_confidence", "query", NUMBER, "confidence at least"),
+            LIMIT, CURSOR)},
+        "/v1/tags": {"get": _operation(
+            "Image tags across jobs", {"200": _json("TagHitPage")},
+            _param("tag", "query", {"type": "string", "minLength": 1, "maxLength": 200},
+                   "tag equals"),
+            _param("min_probability", "query", NUMBER, "probability at least"),
+            _param("critical", "query", {"type": "boolean"}, "is_critical equals"),
+            LIMIT, CURSOR)},
+        "/v1/deliveries": {"get": _operation(
+            "The delivery log, newest first", {"200": _json("DeliveryPage")},
+            _param("job_id", "query", {"type": "string", "minLength": 1, "maxLength": 512},
+                   "deliveries of this job"),
+            _param("outcome", "query", {"type": "string", "enum": list(deliveries.OUTCOMES)},
+                   "only this outcome"),
+            LIMIT, CURSOR, admin=True, tag="deliveries")},
+        "/v1/deliveries/{delivery_id}": {"get": _operation(
+            "One delivery", {"200": _json("Delivery")}, DELIVERY_ID, admin=True,
+            not_found=True, tag="deliveries")},
+        "/v1/deliveries/{delivery_id}/raw": {"get": _operation(
+            "The exact bytes received",
+            {"200": {"description": "the raw body",
+                     "content": {"application/octet-stream": {
+                         "schema": {"type": "string", "format": "binary"}}}}},
+            DELIVERY_ID, admin=True, not_found=True, tag="deliveries")},
+        "/openapi.json": {"get": {"summary": "This document", "tags": ["operations"],
+                                  "responses": {"200": {
+                                      "description": "OpenAPI 3.1",
+                                      "content": {"application/json": {
+                                          "schema": {"type": "object"}}}}}}},
+    }
+    return paths
+
+
+def build_spec(root_path: str = "") -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "results-receiver",
+            "version": "1",
+            "description": "Receives signed result webhooks of the analysis API, stores them "
+                           "in normalized tables and serves them. Errors are "
+                           '{"error", "code", "details"}.',
+        },
+        "servers": [{"url": root_path or "/"}],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "results-receiver tokens create"}},
+        },
+    }
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(build_spec(request.scope.get("root_path", "")))

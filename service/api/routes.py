@@ -1,0 +1,27 @@
+"""Every route of the query API under /v1."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from service.api import catalog, deliveries, jobs
+
+
+def api_routes() -> list[Route]:
+    entity_routes = [
+        Route(f"/v1/jobs/{{job_id}}/{name}", jobs.entity_endpoint(name), methods=["GET"])
+        for name in jobs.ENTITIES
+    ]
+    return [
+        Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", jobs.delete_job, methods=["DELETE"]),
+        Route("/v1/jobs/{job_id}/payload", jobs.get_payload, methods=["GET"]),
+        *entity_routes,
+        Route("/v1/search/ocr", catalog.search_ocr, methods=["GET"]),
+        Route("/v1/sections", catalog.list_sections, methods=["GET"]),
+        Route("/v1/tags", catalog.list_tags, methods=["GET"]),
+        Route("/v1/deliveries", deliveries.list_deliveries, methods=["GET"]),
+        Route("/v1/deliveries/{delivery_id}", deliveries.get_delivery, methods=["GET"]),
+        Route("/v1/deliveries/{delivery_id}/raw", deliveries.get_delivery_raw, methods=["GET"]),
+    ]

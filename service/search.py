@@ -1,0 +1,114 @@
+"""OCR full-text search across all jobs, on PostgreSQL and on SQLite.
+
+``q`` is plain user text, never query syntax: it is split into words here and each word is
+quoted before it reaches the database's query language, so ``off-leash``, ``dogs:``, quotes,
+``*``, parentheses or CJK text can never be a syntax error. A row matches when it contains
+every word (as a word or a word prefix) or, for three characters or more, contains ``q`` as
+a substring (trigram indexes): that second rule finds text the word tokenizers do not split,
+such as CJK. Word matches rank above substring-only matches.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+_WORDS = re.compile(r"\w+")
+_MAX_WORDS = 16
+_MIN_SUBSTRING = 3
+
+_COLUMNS = """
+    o.item_index, o.ocr_index, o.language_code, o.full_text, o.start_seconds, o.end_seconds,
+    j.job_id, m.external_id
+"""
+_JOINS = """
+    JOIN jobs j ON j.id = o.job_pk
+    JOIN media_items m ON m.job_pk = o.job_pk AND m.item_index = o.item_index
+"""
+
+
+def words(q: str) -> list[str]:
+    return _WORDS.findall(q.lower())[:_MAX_WORDS]
+
+
+def _like_pattern(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _postgres(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
+    terms = words(q)
+    use_words = bool(terms)
+    use_substring = len(q) >= _MIN_SUBSTRING
+    if not (use_words or use_substring):
+        return None
+    tsquery = " & ".join(f"'{t}':*" for t in terms)
+    matches = []
+    if use_words:
+        matches.append("o.search_vector @@ to_tsquery('simple', :tsquery)")
+    if use_substring:
+        matches.append("o.full_text ILIKE :pattern")
+    rank_words = "ts_rank(o.search_vector, to_tsquery('simple', :tsquery))" if use_words else "0"
+    rank_substring = "CASE WHEN o.full_text ILIKE :pattern THEN 0.01 ELSE 0 END" if (
+        use_substring) else "0"
+    language_filter = "AND o.language_code = :language" if language is not None else ""
+    # Only constant fragments are joined here; every user value is a bound parameter.
+    sql = f"""
+        SELECT {_COLUMNS}, ({rank_words} + {rank_substring}) AS rank
+        FROM ocr_texts o {_JOINS}
+        WHERE ({' OR '.join(matches)}) {language_filter}
+        ORDER BY rank DESC, o.id DESC
+        LIMIT :limit OFFSET :offset
+    """  # noqa: S608
+    return sql, {"tsquery": tsquery, "pattern": _like_pattern(q), "language": language}
+
+
+def _sqlite(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
+    terms = words(q)
+    use_substring = len(q) >= _MIN_SUBSTRING
+    hits = []
+    if terms:
+        hits.append("SELECT rowid AS id, bm25(ocr_words) AS score FROM ocr_words "
+                    "WHERE ocr_words MATCH :words")
+    if use_substring:
+        hits.append("SELECT rowid AS id, 0.0 AS score FROM ocr_trigrams "
+                    "WHERE ocr_trigrams MATCH :phrase")
+    if not hits:
+        return None
+    language_filter = "AND o.language_code = :language" if language is not None else ""
+    sql = f"""
+        WITH hits AS MATERIALIZED ({' UNION ALL '.join(hits)}),
+             best AS (SELECT id, min(score) AS score FROM hits GROUP BY id)
+        SELECT {_COLUMNS}, -best.score AS rank
+        FROM best JOIN ocr_texts o ON o.id = best.id {_JOINS}
+        WHERE 1 = 1 {language_filter}
+        ORDER BY best.score, o.id DESC
+        LIMIT :limit OFFSET :offset
+    """  # noqa: S608
+    return sql, {
+        "words": " AND ".join(f'"{t}"*' for t in terms),
+        "phrase": '"' + q.replace('"', '""') + '"',
+        "language": language,
+    }
+
+
+async def search_ocr(conn: AsyncConnection, q: str, *, language_code: str | None,
+                     limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+    """One page of hits in relevance order, and whether more follow."""
+    build = _postgres if conn.dialect.name == "postgresql" else _sqlite
+    statement = build(q, language_code)
+    if statement is None:
+        return [], False
+    sql, params = statement
+    rows = list(await conn.execute(sa.text(sql), {**params, "limit": limit + 1,
+                                                  "offset": offset}))
+    hits = [{
+        "job_id": r.job_id, "item_index": r.item_index, "external_id": r.external_id,
+        "index": r.ocr_index, "language_code": r.language_code, "full_text": r.full_text,
+        "start_seconds": r.start_seconds, "end_seconds": r.end_seconds,
+        "rank": float(r.rank),
+    } for r in rows[:limit]]
+    return hits, len(rows) > limit

@@ -1,0 +1,349 @@
+"""Unit tests of ``service.config.Settings.from_env``: always explicit dicts, never os.environ."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError, Settings
+
+SECRET = "s3cret-Value-42"
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> dict[str, str]:
+    """A valid minimal environment whose data folder is ``tmp_path``."""
+    return {"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db",
+            "RECEIVER_WEBHOOK_SECRETS": SECRET}
+
+
+def config_error(environ: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    return caught.value
+
+
+def message_of(error: ConfigError) -> str:
+    return str(error) + "\n" + "\n".join(error.problems)
+
+
+# --- defaults ------------------------------------------------------------------------------
+
+
+def test_defaults_apply_when_the_environment_is_empty(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default ./data holds no secret file here
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a TTY
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite:///./data/results.db"
+    assert settings.max_body_bytes == 26214400
+    assert settings.signature_tolerance_seconds == 300
+    assert settings.log_level == "info"
+    assert settings.log_format == "json"
+    assert settings.allow_unsigned is False
+    assert settings.forwarded_allow_ips == "127.0.0.1"
+    assert settings.root_path == ""
+    assert settings.webhook_secrets == ()
+
+
+def test_default_database_is_the_sqlite_file_under_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    assert settings.dialect == "sqlite"
+    assert settings.data_dir == (tmp_path / "data").resolve()
+
+
+def test_unrelated_environment_variables_are_ignored(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "DATABASE_URL": "mysql://x/y",
+                                  "RECEIVER_UNKNOWN": "whatever"})
+    assert settings.dialect == "sqlite"
+
+
+def test_log_format_console_is_honoured(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_LOG_FORMAT": "console"})
+    assert settings.log_format == "console"
+
+
+def test_log_format_json_is_honoured(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_LOG_FORMAT": "JSON"})
+    assert settings.log_format == "json"
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error", "WARNING"])
+def test_known_log_levels_are_accepted(sqlite_env: dict[str, str], level: str) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_LOG_LEVEL": level})
+    assert settings.log_level == level.lower()
+
+
+def test_forwarded_allow_ips_is_taken_from_the_environment(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_FORWARDED_ALLOW_IPS": "*"})
+    assert settings.forwarded_allow_ips == "*"
+
+
+def test_signature_tolerance_is_taken_from_the_environment(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env,
+                                  "RECEIVER_SIGNATURE_TOLERANCE_SECONDS": "60"})
+    assert settings.signature_tolerance_seconds == 60
+
+
+# --- database URL --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p@db.example:5432/results",
+                                 "postgres://u:p@db.example:5432/results"])
+def test_postgresql_url_maps_to_the_asyncpg_driver(sqlite_env: dict[str, str], url: str) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_DATABASE_URL": url})
+    assert settings.dialect == "postgresql"
+    async_url = settings.async_database_url
+    assert async_url.drivername == "postgresql+asyncpg"
+    assert (async_url.username, async_url.password) == ("u", "p")
+    assert (async_url.host, async_url.port, async_url.database) == ("db.example", 5432, "results")
+
+
+def test_sqlite_url_maps_to_the_aiosqlite_driver(sqlite_env: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    settings = Settings.from_env(sqlite_env)
+    assert settings.dialect == "sqlite"
+    assert settings.async_database_url.drivername == "sqlite+aiosqlite"
+    assert settings.async_database_url.database == f"{tmp_path}/results.db"
+
+
+@pytest.mark.parametrize("url", [
+    "mysql://x/y",
+    "not a url",
+    "sqlite://",
+    "sqlite:///",
+    "sqlite:///:memory:",
+    "postgresql://u:p@h/",
+    "postgresql://u:p@h",
+    "postgresql+psycopg2://u:p@h/db",
+])
+def test_bad_database_url_is_an_error_naming_receiver_database_url(
+        sqlite_env: dict[str, str], url: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_DATABASE_URL": url})
+    assert len(error.problems) == 1
+    assert "RECEIVER_DATABASE_URL" in error.problems[0]
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u:hunter2@h/",
+    "postgresql://u:hunter2@h",
+    "mysql://u:hunter2@h/db",
+    "postgresql://u:hunter2@h:badport/db",
+    "postgresql//u:hunter2@h/db",
+    "sqlite://u:hunter2@h",
+])
+def test_bad_database_url_error_never_contains_the_password(
+        sqlite_env: dict[str, str], url: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_DATABASE_URL": url})
+    assert "RECEIVER_DATABASE_URL" in message_of(error)
+    assert "hunter2" not in message_of(error)
+
+
+# --- webhook secrets -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["", " ", "  \t ", "\n"])
+def test_empty_or_whitespace_webhook_secrets_is_an_error_naming_the_variable(
+        sqlite_env: dict[str, str], raw: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_WEBHOOK_SECRETS": raw})
+    assert len(error.problems) == 1
+    assert "RECEIVER_WEBHOOK_SECRETS" in error.problems[0]
+
+
+@pytest.mark.parametrize("raw", ["a,,b", "a,", ",a", "a, ,b"])
+def test_stray_comma_in_webhook_secrets_is_an_error_naming_the_variable(
+        sqlite_env: dict[str, str], raw: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_WEBHOOK_SECRETS": raw})
+    assert len(error.problems) == 1
+    assert "RECEIVER_WEBHOOK_SECRETS" in error.problems[0]
+
+
+@pytest.mark.parametrize("raw", ["whsec_!!!not-base64", "whsec_abc", "whsec_", "ok,whsec_@@@@"])
+def test_whsec_secret_without_valid_base64_is_an_error(
+        sqlite_env: dict[str, str], raw: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_WEBHOOK_SECRETS": raw})
+    assert "RECEIVER_WEBHOOK_SECRETS" in message_of(error)
+
+
+def test_whsec_secret_with_valid_base64_is_accepted(sqlite_env: dict[str, str]) -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_WEBHOOK_SECRETS": secret})
+    assert settings.webhook_secrets == (secret,)
+
+
+def test_comma_separated_secrets_are_split_and_stripped(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env,
+                                  "RECEIVER_WEBHOOK_SECRETS": " old-secret , new-secret\t"})
+    assert settings.webhook_secrets == ("old-secret", "new-secret")
+
+
+@pytest.mark.parametrize("raw", [
+    f"{SECRET},,other",
+    f"{SECRET},",
+    f"whsec_{SECRET}!",
+    f"{SECRET},whsec_{SECRET}",
+])
+def test_the_secret_never_appears_in_an_error_message(
+        sqlite_env: dict[str, str], raw: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_WEBHOOK_SECRETS": raw,
+                          "RECEIVER_LOG_LEVEL": "loud"})
+    assert SECRET not in message_of(error)
+    assert "other" not in message_of(error)
+
+
+def test_the_secret_file_is_read_when_webhook_secrets_is_unset(tmp_path: Path) -> None:
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text("from-the-file-secret\n", encoding="utf-8")
+    settings = Settings.from_env({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db"})
+    assert settings.secret_file == secret_file
+    assert settings.webhook_secrets == ("from-the-file-secret",)
+    assert settings.secrets_source == str(secret_file)
+
+
+def test_the_secret_file_is_ignored_when_webhook_secrets_is_set(
+        sqlite_env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "webhook-secret").write_text("from-the-file-secret\n", encoding="utf-8")
+    settings = Settings.from_env(sqlite_env)
+    assert settings.webhook_secrets == (SECRET,)
+
+
+def test_no_secret_is_configured_when_neither_variable_nor_file_exists(tmp_path: Path) -> None:
+    settings = Settings.from_env({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db"})
+    assert settings.webhook_secrets == ()
+
+
+def test_a_bad_secret_file_is_an_error_that_does_not_print_its_content(tmp_path: Path) -> None:
+    (tmp_path / "webhook-secret").write_text(f"{SECRET},,", encoding="utf-8")
+    error = config_error({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db"})
+    assert "webhook-secret" in message_of(error)
+    assert SECRET not in message_of(error)
+
+
+def test_require_secret_or_unsigned_raises_without_secret_or_allow_unsigned(
+        tmp_path: Path) -> None:
+    settings = Settings.from_env({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db"})
+    with pytest.raises(ConfigError) as caught:
+        settings.require_secret_or_unsigned()
+    assert "RECEIVER_WEBHOOK_SECRETS" in message_of(caught.value)
+
+
+def test_require_secret_or_unsigned_passes_with_a_secret(sqlite_env: dict[str, str]) -> None:
+    Settings.from_env(sqlite_env).require_secret_or_unsigned()
+
+
+def test_require_secret_or_unsigned_passes_with_allow_unsigned(tmp_path: Path) -> None:
+    settings = Settings.from_env({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db",
+                                  "RECEIVER_ALLOW_UNSIGNED": "true"})
+    settings.require_secret_or_unsigned()
+
+
+# --- log format and level ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["xml", "pretty", "text"])
+def test_unknown_log_format_is_an_error_naming_the_variable(
+        sqlite_env: dict[str, str], value: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_LOG_FORMAT": value})
+    assert len(error.problems) == 1
+    assert "RECEIVER_LOG_FORMAT" in error.problems[0]
+
+
+@pytest.mark.parametrize("value", ["verbose", "trace", "critical", "5"])
+def test_unknown_log_level_is_an_error_naming_the_variable(
+        sqlite_env: dict[str, str], value: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_LOG_LEVEL": value})
+    assert len(error.problems) == 1
+    assert "RECEIVER_LOG_LEVEL" in error.problems[0]
+
+
+# --- numbers and booleans ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5", "10MB"])
+def test_invalid_max_body_bytes_is_an_error_naming_the_variable(
+        sqlite_env: dict[str, str], value: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_MAX_BODY_BYTES": value})
+    assert len(error.problems) == 1
+    assert "RECEIVER_MAX_BODY_BYTES" in error.problems[0]
+
+
+def test_max_body_bytes_with_digit_separators_is_accepted(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_MAX_BODY_BYTES": "1_000"})
+    assert settings.max_body_bytes == 1000
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1"])
+def test_invalid_signature_tolerance_is_an_error_naming_the_variable(
+        sqlite_env: dict[str, str], value: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_SIGNATURE_TOLERANCE_SECONDS": value})
+    assert "RECEIVER_SIGNATURE_TOLERANCE_SECONDS" in message_of(error)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "enabled", "tru"])
+def test_invalid_allow_unsigned_is_an_error_naming_the_variable(
+        sqlite_env: dict[str, str], value: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_ALLOW_UNSIGNED": value})
+    assert len(error.problems) == 1
+    assert "RECEIVER_ALLOW_UNSIGNED" in error.problems[0]
+
+
+@pytest.mark.parametrize("value", ["TRUE", "true", "1", "yes", "on"])
+def test_truthy_allow_unsigned_values_enable_unsigned_deliveries(
+        sqlite_env: dict[str, str], value: str) -> None:
+    assert Settings.from_env({**sqlite_env, "RECEIVER_ALLOW_UNSIGNED": value}).allow_unsigned
+
+
+@pytest.mark.parametrize("value", ["FALSE", "false", "0", "no", "off"])
+def test_falsy_allow_unsigned_values_keep_signatures_required(
+        sqlite_env: dict[str, str], value: str) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_ALLOW_UNSIGNED": value})
+    assert settings.allow_unsigned is False
+
+
+# --- root path -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["results", "results/", "/res ults", "/results?x=1"])
+def test_root_path_that_is_not_an_absolute_url_path_is_an_error(
+        sqlite_env: dict[str, str], value: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_ROOT_PATH": value})
+    assert len(error.problems) == 1
+    assert "RECEIVER_ROOT_PATH" in error.problems[0]
+
+
+def test_root_path_trailing_slash_is_removed(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_ROOT_PATH": "/results/"})
+    assert settings.root_path == "/results"
+
+
+def test_root_path_without_trailing_slash_is_kept(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_ROOT_PATH": "/results"})
+    assert settings.root_path == "/results"
+
+
+# --- every problem at once -----------------------------------------------------------------
+
+
+def test_several_problems_are_reported_together_in_one_config_error() -> None:
+    error = config_error({
+        "RECEIVER_DATABASE_URL": "mysql://u:hunter2@h/db",
+        "RECEIVER_WEBHOOK_SECRETS": f"{SECRET},,",
+        "RECEIVER_ALLOW_UNSIGNED": "maybe",
+        "RECEIVER_MAX_BODY_BYTES": "abc",
+        "RECEIVER_SIGNATURE_TOLERANCE_SECONDS": "-5",
+        "RECEIVER_LOG_FORMAT": "xml",
+        "RECEIVER_LOG_LEVEL": "verbose",
+        "RECEIVER_ROOT_PATH": "results",
+    })
+    names = ["DATABASE_URL", "WEBHOOK_SECRETS", "ALLOW_UNSIGNED", "MAX_BODY_BYTES",
+             "SIGNATURE_TOLERANCE_SECONDS", "LOG_FORMAT", "LOG_LEVEL", "ROOT_PATH"]
+    assert len(error.problems) == len(names)
+    for name in names:
+        assert sum(f"RECEIVER_{name}:" in problem for problem in error.problems) == 1, name
+    assert SECRET not in message_of(error)
+    assert "hunter2" not in message_of(error)
