@@ -26,6 +26,7 @@ from service.db import Database
 from service.health import healthz, readyz
 from service.http import ApiError, error_response, handle_api_error, unavailable
 from service.logging import RequestLogMiddleware, configure_logging
+from service.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from service.migrations import head_revision
 from service.signatures import SignatureVerifier
 from service.webhooks import receive_analysis_result
@@ -39,6 +40,7 @@ def routes() -> list[Route]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         *api_routes(),
     ]
 
@@ -52,8 +54,11 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
                           headers=dict(exc.headers) if exc.headers else None)
 
 
-async def _database_error(_request: Request, exc: Exception) -> Response:
+async def _database_error(request: Request, exc: Exception) -> Response:
     log.error("database.unavailable", error_type=type(exc).__name__, error_detail=str(exc)[:300])
+    metrics: Metrics | None = getattr(request.state, "metrics", None)
+    if metrics is not None:
+        metrics.database_errors.labels("query").inc()
     error = unavailable()
     return error_response(error.status, error.code, error.message, headers=error.headers)
 
@@ -65,6 +70,7 @@ async def _internal_error(_request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     settings.require_secret_or_unsigned()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -80,14 +86,17 @@ def create_app(settings: Settings) -> Starlette:
                     settings.webhook_secrets, allow_unsigned=settings.allow_unsigned,
                     tolerance_seconds=settings.signature_tolerance_seconds),
                 "schema_head": head_revision(),
+                "metrics": metrics,
             }
         finally:
             await database.dispose()
+            metrics.process_exited()
             log.info("service.stopped")
 
     return Starlette(
         routes=routes(),
-        middleware=[Middleware(RequestLogMiddleware)],
+        middleware=[Middleware(RequestLogMiddleware),
+                    Middleware(MetricsMiddleware, metrics=metrics)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_error,

@@ -13,6 +13,7 @@ import base64
 import os
 import secrets
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -86,6 +87,20 @@ def ensure_secret(settings: Settings) -> Settings:
     return settings.with_secret_file()
 
 
+def prepare_metrics_folder() -> None:
+    """Several workers share metrics through files (prometheus-client multiprocess mode): an
+    empty folder, named in the environment before the workers start."""
+    from service.metrics import MULTIPROC_ENV
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="results-receiver-metrics-")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -98,6 +113,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ensure_schema(settings)
     settings = ensure_secret(settings)
     settings.require_secret_or_unsigned()
+    if args.workers > 1:
+        prepare_metrics_folder()
     log.info("service.serving", host=args.host, port=args.port, workers=args.workers,
              database=redact_url(settings.database_url), secrets_source=settings.secrets_source)
     uvicorn.run(

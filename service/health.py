@@ -32,6 +32,7 @@ async def readyz(request: Request) -> Response:
         revision = await asyncio.wait_for(check(), _READY_TIMEOUT_SECONDS)
     except UNAVAILABLE_ERRORS as exc:
         log.warning("readyz.database_unreachable", error_type=type(exc).__name__)
+        request.state.metrics.database_errors.labels("readiness").inc()
         return JSONResponse({"status": "unavailable", "reason": "database unreachable"},
                             status_code=503)
     if revision != head:

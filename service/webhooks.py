@@ -17,6 +17,7 @@ from starlette.responses import Response
 from service import ingest, payloads
 from service.db import UNAVAILABLE_ERRORS, Database
 from service.http import ApiError, JSONResponse, unavailable
+from service.metrics import Metrics
 from service.models import utcnow
 from service.signatures import (
     SIGNATURE_HEADER,
@@ -71,7 +72,28 @@ def _signature_headers(request: Request) -> dict[str, str]:
     return headers
 
 
+# Outcome label of a refused delivery, by error code.
+_REFUSALS = {"invalid_json": "rejected", "invalid_payload": "rejected",
+             "invalid_signature": "unauthenticated", "payload_too_large": "too_large",
+             "unavailable": "unavailable"}
+
+
 async def receive_analysis_result(request: Request) -> Response:
+    metrics: Metrics = request.state.metrics
+    try:
+        stored = await _receive(request, metrics)
+    except ApiError as exc:
+        metrics.deliveries.labels(_REFUSALS.get(exc.code, exc.code), str(exc.status)).inc()
+        raise
+    metrics.deliveries.labels(stored.outcome, "200").inc()
+    if stored.rows:
+        metrics.ingest_rows.inc(stored.rows)
+        metrics.ingest_rows_per_delivery.observe(stored.rows)
+    return JSONResponse({"job_id": stored.job_id, "outcome": stored.outcome,
+                         "delivery_id": stored.delivery_id})
+
+
+async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
     settings = request.state.settings
     verifier: SignatureVerifier = request.state.verifier
     database: Database = request.state.database
@@ -88,6 +110,7 @@ async def receive_analysis_result(request: Request) -> Response:
     except SignatureError as exc:
         log.warning("webhook.unauthenticated", reason=exc.reason, size=len(body))
         raise ApiError(401, "invalid_signature", exc.message, {"reason": exc.reason}) from None
+    metrics.delivery_bytes.inc(len(body))
 
     client = request.client
     delivery = ingest.IncomingDelivery(
@@ -100,12 +123,13 @@ async def receive_analysis_result(request: Request) -> Response:
         else:
             prepared = _parse_and_prepare(body)
     except payloads.PayloadError as exc:
-        raise await _reject(database, delivery, exc, started) from None
+        raise await _reject(database, delivery, exc, started, metrics) from None
 
     try:
         async with database.write() as conn:
             stored = await ingest.store(conn, prepared, delivery)
     except UNAVAILABLE_ERRORS as exc:
+        metrics.database_errors.labels("ingest").inc()
         log.error("webhook.database_unavailable", job_id=prepared.job_id,
                   error_type=type(exc).__name__, error_detail=str(exc)[:300])
         raise unavailable() from None
@@ -115,8 +139,7 @@ async def receive_analysis_result(request: Request) -> Response:
         rows=stored.rows, delivery_id=stored.delivery_id, signature_scheme=scheme,
         size=len(body), duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
-    return JSONResponse({"job_id": stored.job_id, "outcome": stored.outcome,
-                         "delivery_id": stored.delivery_id})
+    return stored
 
 
 def _parse_and_prepare(body: bytes) -> ingest.PreparedResult:
@@ -124,7 +147,7 @@ def _parse_and_prepare(body: bytes) -> ingest.PreparedResult:
 
 
 async def _reject(database: Database, delivery: ingest.IncomingDelivery,
-                  exc: payloads.PayloadError, started: float) -> ApiError:
+                  exc: payloads.PayloadError, started: float, metrics: Metrics) -> ApiError:
     """Keep the authenticated but unusable delivery; return the 400/422 to answer with."""
     job_id = payloads.job_id_hint(delivery.body) if exc.code == "invalid_payload" else None
     try:
@@ -132,6 +155,7 @@ async def _reject(database: Database, delivery: ingest.IncomingDelivery,
             delivery_id = await ingest.store_rejected(
                 conn, delivery, job_id=job_id, error_code=exc.code, error=exc.message)
     except UNAVAILABLE_ERRORS as db_exc:
+        metrics.database_errors.labels("ingest").inc()
         log.error("webhook.database_unavailable", job_id=job_id,
                   error_type=type(db_exc).__name__, error_detail=str(db_exc)[:300])
         raise unavailable() from None

@@ -304,6 +304,11 @@ def _paths() -> dict[str, Schema]:
                      "content": {"application/octet-stream": {
                          "schema": {"type": "string", "format": "binary"}}}}},
             DELIVERY_ID, admin=True, not_found=True, tag="deliveries")},
+        "/metrics": {"get": {"summary": "Prometheus metrics (all workers of this instance)",
+                             "tags": ["operations"],
+                             "responses": {"200": {"description": "Prometheus text format",
+                                                   "content": {"text/plain": {
+                                                       "schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "tags": ["operations"],
                                   "responses": {"200": {
                                       "description": "OpenAPI 3.1",

@@ -1,0 +1,117 @@
+"""Prometheus metrics: deliveries, request latency per route, ingest rows, database errors.
+
+With several uvicorn workers, ``serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers
+start, each worker writes its values there, and ``GET /metrics`` on any worker reports the sum
+over all of them (prometheus-client's multiprocess mode). With one worker, values live in
+memory. Each app gets its own registry, so several apps in one process never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0)
+_ROW_BUCKETS = (0, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.deliveries = Counter(
+            "receiver_deliveries", "Webhook deliveries by outcome and HTTP status",
+            ["outcome", "status"], registry=registry)
+        self.ingest_rows = Counter(
+            "receiver_ingest_rows", "Normalized rows written by stored or updated deliveries",
+            registry=registry)
+        self.ingest_rows_per_delivery = Histogram(
+            "receiver_ingest_rows_per_delivery", "Rows written per stored or updated delivery",
+            buckets=_ROW_BUCKETS, registry=registry)
+        self.delivery_bytes = Counter(
+            "receiver_delivery_bytes", "Bytes of authenticated deliveries", registry=registry)
+        self.database_errors = Counter(
+            "receiver_database_errors", "Database operations that failed",
+            ["operation"], registry=registry)
+        self.requests = Counter(
+            "receiver_http_requests", "HTTP requests by route template, method and status",
+            ["route", "method", "status"], registry=registry)
+        self.latency = Histogram(
+            "receiver_http_request_duration_seconds", "HTTP request latency by route template",
+            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.in_flight = Gauge(
+            "receiver_http_requests_in_flight", "HTTP requests being served",
+            registry=registry, multiprocess_mode="livesum")
+
+    def render(self) -> bytes:
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def process_exited(self) -> None:
+        """Drop this worker's live gauges from the shared folder (multiprocess mode)."""
+        directory = multiprocess_dir()
+        if directory is not None:
+            multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request under its route template (never the raw path, so
+    job ids cannot explode the label space)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            self.metrics.in_flight.dec()
+            route: BaseRoute | None = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template, method).observe(
+                time.perf_counter() - started)
