@@ -21,10 +21,10 @@ from importlib import resources
 from pathlib import Path
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from service import signatures
 from service.config import PREFIX, ConfigError, Settings, redact_url
-from service.db import UNAVAILABLE_ERRORS
 from service.logging import configure_logging
 
 log = structlog.get_logger("service.cli")
@@ -355,9 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except UNAVAILABLE_ERRORS as exc:
+    except SQLAlchemyError as exc:
         print(f"error: the database is unreachable or failed: {type(exc).__name__}: {exc}",
               file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
