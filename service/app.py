@@ -25,8 +25,9 @@ from service.config import Settings, redact_url
 from service.db import Database
 from service.health import healthz, readyz
 from service.http import ApiError, error_response, handle_api_error, unavailable
-from service.logging import RequestLogMiddleware, configure_logging
-from service.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from service.logging import configure_logging
+from service.metrics import Metrics, metrics_endpoint
+from service.middleware import RequestObserver
 from service.migrations import head_revision
 from service.signatures import SignatureVerifier
 from service.webhooks import receive_analysis_result
@@ -95,8 +96,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=routes(),
-        middleware=[Middleware(RequestLogMiddleware),
-                    Middleware(MetricsMiddleware, metrics=metrics)],
+        middleware=[Middleware(RequestObserver, metrics=metrics)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_error,

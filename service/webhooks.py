@@ -98,7 +98,6 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
     verifier: SignatureVerifier = request.state.verifier
     database: Database = request.state.database
     started = time.perf_counter()
-    request.state.delivery_logged = True
 
     try:
         body = await read_body(request, settings.max_body_bytes)

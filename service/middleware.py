@@ -1,0 +1,70 @@
+"""The one ASGI middleware: request id, metrics and the access log line of every request."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logging import new_request_id
+from service.metrics import Metrics
+
+log = structlog.get_logger("service.http")
+
+# Routes whose requests are logged at debug: probes, and the webhook, whose handler logs its
+# own line per delivery (one line per delivery at info).
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/webhooks/analysis"})
+
+
+class RequestObserver:
+    """Binds a request id (a sane ``X-Request-ID`` or a new one) to every log line of the
+    request and echoes it in the response; counts and times the request under its route
+    template (never the raw path, so ids cannot explode label sets); logs ``http.request``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = new_request_id(incoming)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [
+                    *message.get("headers", []), (b"x-request-id", request_id.encode("ascii"))]}
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self.metrics.in_flight.dec()
+                elapsed = time.perf_counter() - started
+                route: BaseRoute | None = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                method = scope.get("method", "")
+                self.metrics.requests.labels(template, method, str(status)).inc()
+                self.metrics.latency.labels(template, method).observe(elapsed)
+                client = scope.get("client")
+                quiet = template in _QUIET_ROUTES and status < 500
+                (log.debug if quiet else log.info)(
+                    "http.request", method=method, path=scope.get("path", ""), route=template,
+                    status=status, duration_ms=round(elapsed * 1000, 2),
+                    client_ip=client[0] if client else None,
+                )
