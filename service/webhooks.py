@@ -107,7 +107,8 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
     try:
         scheme = verifier.verify(_signature_headers(request), body, now=time.time())
     except SignatureError as exc:
-        log.warning("webhook.unauthenticated", reason=exc.reason, size=len(body))
+        log.warning("webhook.unauthenticated", reason=exc.reason, size=len(body),
+                    client_ip=request.client.host if request.client else None)
         raise ApiError(401, "invalid_signature", exc.message, {"reason": exc.reason}) from None
     metrics.delivery_bytes.inc(len(body))
 
@@ -136,7 +137,8 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
     log.info(
         f"webhook.{stored.outcome}", job_id=stored.job_id, outcome=stored.outcome,
         rows=stored.rows, delivery_id=stored.delivery_id, signature_scheme=scheme,
-        size=len(body), duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        size=len(body), client_ip=delivery.client_ip,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return stored
 
@@ -160,6 +162,7 @@ async def _reject(database: Database, delivery: ingest.IncomingDelivery,
         raise unavailable() from None
     log.warning("webhook.rejected", code=exc.code, job_id=job_id, path=exc.path,
                 reason=exc.message, delivery_id=delivery_id, size=len(delivery.body),
+                client_ip=delivery.client_ip,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2))
     details: dict[str, object] = {"delivery_id": delivery_id}
     if exc.path is not None:
