@@ -27,7 +27,7 @@ from service.health import healthz, readyz
 from service.http import ApiError, error_response, handle_api_error, unavailable
 from service.logging import configure_logging
 from service.metrics import Metrics, metrics_endpoint
-from service.middleware import RequestObserver
+from service.middleware import KeepJobIdWhole, RequestObserver
 from service.migrations import head_revision
 from service.signatures import SignatureVerifier
 from service.webhooks import receive_analysis_result
@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=routes(),
-        middleware=[Middleware(RequestObserver, metrics=metrics)],
+        middleware=[Middleware(RequestObserver, metrics=metrics), Middleware(KeepJobIdWhole)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_error,

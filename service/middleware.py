@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import quote, unquote
 
 import structlog
 from starlette.routing import BaseRoute
@@ -68,3 +69,30 @@ class RequestObserver:
                     status=status, duration_ms=round(elapsed * 1000, 2),
                     client_ip=client[0] if client else None,
                 )
+
+
+_JOBS_PREFIX = b"/v1/jobs/"
+
+
+class KeepJobIdWhole:
+    """Routes see a job id as one path segment even when it holds a ``/``.
+
+    Servers decode ``%2F`` before routing, so ``/v1/jobs/video_a%2Fb/payload`` would reach the
+    router as ``/v1/jobs/video_a/b/payload``. For ``/v1/jobs/...`` this rebuilds the path from
+    the raw (still encoded) one with the id segment re-encoded; ``job_id_param`` decodes it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            root = scope.get("root_path", "").encode("ascii", "replace")
+            raw: bytes = scope.get("raw_path") or b""
+            if raw.startswith(root + _JOBS_PREFIX):
+                segment, slash, rest = raw[len(root) + len(_JOBS_PREFIX):].partition(b"/")
+                job_id = unquote(segment.decode("ascii", "replace"))
+                tail = unquote(rest.decode("ascii", "replace"))
+                path = f"{scope.get('root_path', '')}/v1/jobs/{quote(job_id, safe='')}"
+                scope = {**scope, "path": path + (slash.decode() + tail if slash else "")}
+        await self.app(scope, receive, send)

@@ -119,11 +119,10 @@ async def list_jobs(conn: AsyncConnection, *, status: str | None, kind: str | No
     if received_before is not None:
         query = query.where(jobs.c.received_at < received_before)
     if after is not None:
-        moment, pk = from_micros(after[0]), after[1]
-        query = query.where(sa.or_(
-            jobs.c.received_at < moment,
-            sa.and_(jobs.c.received_at == moment, jobs.c.id < pk),
-        ))
+        # A row comparison is one index range condition (an OR would be a filter).
+        query = query.where(sa.tuple_(jobs.c.received_at, jobs.c.id)
+                            < sa.tuple_(sa.literal(from_micros(after[0]), models.UtcDateTime()),
+                                        after[1]))
     query = query.order_by(jobs.c.received_at.desc(), jobs.c.id.desc()).limit(limit + 1)
     rows = list(await conn.execute(query))
     page = _page([{**_summary(r), "_pk": r.pk} for r in rows], limit,

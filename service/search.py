@@ -55,13 +55,19 @@ def _postgres(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None
     rank_substring = "CASE WHEN o.full_text ILIKE :pattern THEN 0.01 ELSE 0 END" if (
         use_substring) else "0"
     language_filter = "AND o.language_code = :language" if language is not None else ""
-    # Only constant fragments are joined here; every user value is a bound parameter.
+    # Only constant fragments are joined here; every user value is a bound parameter. The page
+    # is ranked and cut inside ocr_texts; only its rows are joined to their job and item.
     sql = f"""
-        SELECT {_COLUMNS}, ({rank_words} + {rank_substring}) AS rank
-        FROM ocr_texts o {_JOINS}
-        WHERE ({' OR '.join(matches)}) {language_filter}
-        ORDER BY rank DESC, o.id DESC
-        LIMIT :limit OFFSET :offset
+        SELECT {_COLUMNS}, page.rank
+        FROM (
+            SELECT o.id, ({rank_words} + {rank_substring}) AS rank
+            FROM ocr_texts o
+            WHERE ({' OR '.join(matches)}) {language_filter}
+            ORDER BY rank DESC, o.id DESC
+            LIMIT :limit OFFSET :offset
+        ) page
+        JOIN ocr_texts o ON o.id = page.id {_JOINS}
+        ORDER BY page.rank DESC, o.id DESC
     """  # noqa: S608
     return sql, {"tsquery": tsquery, "pattern": _like_pattern(q), "language": language}
 
@@ -81,12 +87,16 @@ def _sqlite(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
     language_filter = "AND o.language_code = :language" if language is not None else ""
     sql = f"""
         WITH hits AS MATERIALIZED ({' UNION ALL '.join(hits)}),
-             best AS (SELECT id, min(score) AS score FROM hits GROUP BY id)
-        SELECT {_COLUMNS}, -best.score AS rank
-        FROM best JOIN ocr_texts o ON o.id = best.id {_JOINS}
-        WHERE 1 = 1 {language_filter}
-        ORDER BY best.score, o.id DESC
-        LIMIT :limit OFFSET :offset
+             page AS MATERIALIZED (
+                SELECT o.id, min(hits.score) AS score
+                FROM hits JOIN ocr_texts o ON o.id = hits.id
+                WHERE 1 = 1 {language_filter}
+                GROUP BY o.id
+                ORDER BY score, o.id DESC
+                LIMIT :limit OFFSET :offset)
+        SELECT {_COLUMNS}, -page.score AS rank
+        FROM page JOIN ocr_texts o ON o.id = page.id {_JOINS}
+        ORDER BY page.score, o.id DESC
     """  # noqa: S608
     return sql, {
         "words": " AND ".join(f'"{t}"*' for t in terms),

@@ -33,15 +33,15 @@ from schemathesis.core.failures import FailureGroup
 from service.api.openapi import build_spec
 from service.app import create_app
 from service.config import Settings
-from tests.conftest import create_token, serve_in_process
+from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.server import serve
-from tests.support.signing import EXAMPLES, SECRET, signed_headers
+from tests.support.signing import EXAMPLES, SECRET, encode, signed_headers
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
 # Examples per operation and mode: enough to cover every parameter's shapes, bounded so the
 # module stays well under a minute and a half on two shared cores.
-MAX_EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
+MAX_EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 12}
 WEBHOOK_EXAMPLES = 10  # each generated payload is large; unsigned, they all end at the 401
 EXAMPLE_FILES = ("video_finished.json", "image_batch_finished.json", "video_failed.json")
 SEEDED_JOB_IDS = ("video_12345", "image_batch_123", "video_12346")
@@ -110,6 +110,39 @@ def test_every_operation_documents_its_error_responses_as_json_errors():
         if operation.get("security"):
             assert "401" in operation["responses"], (path, method)
             assert "422" in operation["responses"], (path, method)
+
+
+# --- links ---------------------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_every_link_of_a_listed_job_leads_to_that_job_whatever_its_id(sqlite_url):
+    """The documented ``links`` of a job summary must resolve to the same job, also for ids
+    holding characters that are reserved in a URL path ("/", "?", "#", "%")."""
+    settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,), log_format="json")
+    token = await create_token(settings, name="links", scope="read")
+    job_ids = ["video_plain", "video_c?d", "video_e#f", "video_g%2Fh", "video_ü ß",
+               "video_a/b", "video_x/payload"]
+    async with serve_in_process(settings) as client:
+        for job_id in job_ids:
+            body = encode({"job_id": job_id, "status": "failed", "error": "gave up"})
+            response = await client.post("/webhooks/analysis", content=body,
+                                         headers=signed_headers(body))
+            assert response.status_code == 200, response.text
+        listed = (await client.get("/v1/jobs", headers=bearer(token))).json()["data"]
+        assert sorted(row["job_id"] for row in listed) == sorted(job_ids)
+        unreachable = []
+        for row in listed:
+            for name in ("self", "payload", "items"):
+                response = await client.get(row["links"][name], headers=bearer(token))
+                found = response.json() if response.status_code == 200 else None
+                if name == "items":
+                    ok = found is not None and found["data"] == []
+                else:
+                    ok = found is not None and found["job_id"] == row["job_id"]
+                if not ok:
+                    unreachable.append(f"{row['job_id']!r} {name} {row['links'][name]} -> "
+                                       f"{response.status_code} {response.text[:120]}")
+    assert not unreachable, "\n".join(unreachable)
 
 
 # --- schemathesis against the live service -------------------------------------------------

@@ -21,6 +21,9 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# New entries wait in a GIN index's pending list until it is merged; a short list keeps
+# searches on the index right after a burst of ingest (the default is 4 MB).
+_GIN_PENDING_KB = 256
 _SQLITE_TABLES = {"ocr_words": "unicode61 remove_diacritics 2", "ocr_trigrams": "trigram"}
 
 
@@ -31,10 +34,13 @@ def upgrade() -> None:
             "ALTER TABLE ocr_texts ADD COLUMN search_vector tsvector GENERATED ALWAYS AS "
             "(to_tsvector('simple'::regconfig, coalesce(full_text, ''))) STORED"
         )
-        op.execute("CREATE INDEX ix_ocr_texts_search_vector ON ocr_texts USING gin (search_vector)")
+        op.execute(
+            "CREATE INDEX ix_ocr_texts_search_vector ON ocr_texts USING gin (search_vector) "
+            f"WITH (gin_pending_list_limit = {_GIN_PENDING_KB})"
+        )
         op.execute(
             "CREATE INDEX ix_ocr_texts_full_text_trgm ON ocr_texts USING gin "
-            "(full_text gin_trgm_ops)"
+            f"(full_text gin_trgm_ops) WITH (gin_pending_list_limit = {_GIN_PENDING_KB})"
         )
         return
     for table, tokenizer in _SQLITE_TABLES.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
@@ -45,7 +45,7 @@ def page_response(kind: str, page: queries.Page) -> Response:
 
 def job_id_param(request: Request) -> str:
     """The path's job id; one no job can have (too long, or with NUL) is simply not found."""
-    job_id: str = request.path_params["job_id"]
+    job_id = unquote(request.path_params["job_id"])  # encoded by KeepJobIdWhole
     if len(job_id) > 512 or "\x00" in job_id:
         raise not_found(job_id[:64])
     return job_id
