@@ -9,11 +9,13 @@ of one process queue on an asyncio lock instead of spinning in SQLite's busy han
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,9 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.config import Dialect, Settings
+from service.writer import PostgresWriter, SqliteWriterThread, Writer
 
 # Errors that mean "the database could not do it now": the client may retry later.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error, OSError,
+    TimeoutError,
+)
+# asyncpg errors after which a connection must not go back to the pool.
+_BROKEN_CONNECTION = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
+                      TimeoutError)
 
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -39,11 +48,34 @@ class Database:
     def __init__(self, engine: AsyncEngine, dialect: Dialect) -> None:
         self.engine = engine
         self.dialect: Dialect = dialect
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if dialect == "sqlite" else None
+        self._sqlite_writer: SqliteWriterThread | None = None
+        if dialect == "sqlite":
+            self._sqlite_writer = SqliteWriterThread(
+                Path(engine.url.database or "").expanduser().resolve(), _SQLITE_PRAGMAS)
+        self._write_lock: asyncio.Lock | None = (
+            self._sqlite_writer.lock if self._sqlite_writer else None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
         return cls(create_engine(settings), settings.dialect)
+
+    @asynccontextmanager
+    async def ingest(self) -> AsyncIterator[Writer]:
+        """One write transaction for ingest, through the database's fast writer: committed
+        when the block exits normally, else rolled back."""
+        if self._sqlite_writer is not None:
+            async with self._sqlite_writer.transaction() as writer:
+                yield writer
+            return
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: asyncpg.Connection = raw.driver_connection
+            try:
+                async with driver.transaction():
+                    yield PostgresWriter(driver)
+            except _BROKEN_CONNECTION:
+                await conn.invalidate()
+                raise
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -61,6 +93,8 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self._sqlite_writer is not None:
+            await asyncio.to_thread(self._sqlite_writer.close)
         await self.engine.dispose()
 
 

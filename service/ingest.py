@@ -11,6 +11,7 @@ transaction). :func:`store` writes the raw delivery and every row in the caller'
 Concurrent copies of one delivery are serialized on the job's row: the insert of the job row
 uses ``ON CONFLICT (job_id) DO NOTHING``, and a delivery that finds the job already there locks
 it (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one writer at a time) before deciding.
+The statements themselves are the :class:`service.writer.Writer`'s, per database.
 """
 
 from __future__ import annotations
@@ -23,19 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from service import models, payloads
+from service import payloads
 from service.payloads import Payload
+from service.writer import Writer, delivery_values
 
 Outcome = Literal["stored", "duplicate", "updated", "ignored", "rejected"]
-
-_jobs = models.jobs
-_deliveries = models.deliveries
-_bodies = models.delivery_bodies
-
 
 @dataclass(frozen=True)
 class IncomingDelivery:
@@ -231,109 +224,39 @@ def _person_row(item: int, index: int, scene: int | None,
     }
 
 
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
-
-
-async def store(conn: AsyncConnection, prepared: PreparedResult,
+async def store(writer: Writer, prepared: PreparedResult,
                 delivery: IncomingDelivery) -> StoreResult:
     """Write ``delivery`` and, when it changes anything, the job's rows. Caller commits."""
-    body_sha = await save_body(conn, delivery.body)
-    now = delivery.received_at
-    inserted = await conn.execute(
-        _insert(conn, _jobs)
-        .values(job_id=prepared.job_id, received_at=now, **_job_values(prepared, now))
-        .on_conflict_do_nothing(index_elements=["job_id"])
-        .returning(_jobs.c.id)
-    )
-    job_pk = inserted.scalar_one_or_none()
-    if job_pk is not None:
-        outcome: Outcome = "stored"
-        await _insert_rows(conn, job_pk, prepared)
+    body_sha = delivery.body_sha256
+    created = await writer.insert_new_job(prepared, delivery, body_sha)
+    if created is not None:
+        return StoreResult(outcome="stored", job_id=prepared.job_id, delivery_id=created[1],
+                           rows=prepared.row_count)
+    current = await writer.lock_job(prepared.job_id)
+    if current is None:
+        raise RuntimeError(f"job {prepared.job_id!r} neither inserted nor found")
+    job_pk, status, content_sha256 = current
+    outcome: Outcome
+    if content_sha256 == prepared.content_sha256:
+        outcome = "duplicate"
+    elif status == "finished" and prepared.status == "failed":
+        outcome = "ignored"
     else:
-        current = (await conn.execute(
-            sa.select(_jobs.c.id, _jobs.c.status, _jobs.c.content_sha256)
-            .where(_jobs.c.job_id == prepared.job_id)
-            .with_for_update()
-        )).one()
-        job_pk = current.id
-        if current.content_sha256 == prepared.content_sha256:
-            outcome = "duplicate"
-        elif current.status == "finished" and prepared.status == "failed":
-            outcome = "ignored"
-        else:
-            outcome = "updated"
-            await replace_rows(conn, job_pk, prepared, now)
-    delivery_id = await log_delivery(
-        conn, delivery, body_sha=body_sha, job_id=prepared.job_id, outcome=outcome,
-        content_sha256=prepared.content_sha256,
-    )
-    rows = prepared.row_count if outcome in ("stored", "updated") else 0
-    return StoreResult(outcome=outcome, job_id=prepared.job_id, delivery_id=delivery_id, rows=rows)
+        outcome = "updated"
+        await writer.replace_rows(job_pk, prepared, delivery.received_at)
+    delivery_id = await writer.log_delivery(delivery_values(
+        delivery, body_sha=body_sha, job_id=prepared.job_id, outcome=outcome, error_code=None,
+        error=None, content_sha256=prepared.content_sha256))
+    rows = prepared.row_count if outcome == "updated" else 0
+    return StoreResult(outcome=outcome, job_id=prepared.job_id, delivery_id=delivery_id,
+                       rows=rows)
 
 
-def _job_values(prepared: PreparedResult, now: datetime) -> dict[str, Any]:
-    return {
-        "kind": prepared.kind, "status": prepared.status, "error": prepared.error,
-        "content_sha256": prepared.content_sha256, "n_items": prepared.n_items,
-        "updated_at": now, **prepared.counts(),
-    }
-
-
-async def replace_rows(conn: AsyncConnection, job_pk: int, prepared: PreparedResult,
-                       now: datetime) -> None:
-    """Make the job hold exactly ``prepared``: old rows out, job row updated, new rows in."""
-    await delete_rows(conn, job_pk)
-    await conn.execute(
-        sa.update(_jobs).where(_jobs.c.id == job_pk).values(**_job_values(prepared, now)))
-    await _insert_rows(conn, job_pk, prepared)
-
-
-async def store_rejected(conn: AsyncConnection, delivery: IncomingDelivery, *,
-                         job_id: str | None, error_code: str, error: str) -> int:
+async def store_rejected(writer: Writer, delivery: IncomingDelivery, *, job_id: str | None,
+                         error_code: str, error: str) -> int:
     """Keep an authenticated delivery that could not be used, with the reason."""
-    body_sha = await save_body(conn, delivery.body)
-    return await log_delivery(conn, delivery, body_sha=body_sha, job_id=job_id,
-                              outcome="rejected", error_code=error_code, error=error)
-
-
-async def save_body(conn: AsyncConnection, body: bytes) -> str:
-    sha = hashlib.sha256(body).hexdigest()
-    await conn.execute(
-        _insert(conn, _bodies).values(sha256=sha, body=body)
-        .on_conflict_do_nothing(index_elements=["sha256"])
-    )
-    return sha
-
-
-async def log_delivery(conn: AsyncConnection, delivery: IncomingDelivery, *, body_sha: str,
-                       job_id: str | None, outcome: Outcome, error_code: str | None = None,
-                       error: str | None = None, content_sha256: str | None = None) -> int:
-    result = await conn.execute(
-        sa.insert(_deliveries).values(
-            job_id=job_id, received_at=delivery.received_at, outcome=outcome,
-            error_code=error_code, error=error, signature_scheme=delivery.signature_scheme,
-            size=len(delivery.body), body_sha256=body_sha, content_sha256=content_sha256,
-            request_id=delivery.request_id, client_ip=delivery.client_ip,
-        ).returning(_deliveries.c.id)
-    )
-    delivery_id: int = result.scalar_one()
-    return delivery_id
-
-
-async def _insert_rows(conn: AsyncConnection, job_pk: int, prepared: PreparedResult) -> None:
-    # Parents before children, so foreign keys hold at every statement.
-    for table in reversed(models.ENTITY_TABLES):
-        table_rows = prepared.rows.get(table.name)
-        if not table_rows:
-            continue
-        for row in table_rows:
-            row["job_pk"] = job_pk
-        await conn.execute(sa.insert(table), table_rows)
-
-
-async def delete_rows(conn: AsyncConnection, job_pk: int) -> None:
-    """Remove every entity row of a job (children first), leaving the job row."""
-    for table in models.ENTITY_TABLES:
-        await conn.execute(sa.delete(table).where(table.c.job_pk == job_pk))
+    body_sha = delivery.body_sha256
+    await writer.save_body(body_sha, delivery.body)
+    return await writer.log_delivery(delivery_values(
+        delivery, body_sha=body_sha, job_id=job_id, outcome="rejected", error_code=error_code,
+        error=error, content_sha256=None))

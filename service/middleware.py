@@ -94,5 +94,6 @@ class KeepJobIdWhole:
                 job_id = unquote(segment.decode("ascii", "replace"))
                 tail = unquote(rest.decode("ascii", "replace"))
                 path = f"{scope.get('root_path', '')}/v1/jobs/{quote(job_id, safe='')}"
-                scope = {**scope, "path": path + (slash.decode() + tail if slash else "")}
+                # In place, as the router does: the observer reads the matched route back.
+                scope["path"] = path + (slash.decode() + tail if slash else "")
         await self.app(scope, receive, send)

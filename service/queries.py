@@ -373,26 +373,3 @@ async def delivery_body(conn: AsyncConnection, delivery_id: int) -> bytes | None
         sa.select(bodies.c.body).join(deliveries, deliveries.c.body_sha256 == bodies.c.sha256)
         .where(deliveries.c.id == delivery_id))).scalar_one_or_none()
     return body
-
-
-# --- deletion ---------------------------------------------------------------------------------
-
-async def delete_job(conn: AsyncConnection, job_id: str) -> bool:
-    """Remove a job, every row under it, its deliveries and their raw bodies (unless another
-    delivery still refers to the same bytes). Caller commits."""
-    pk = (await conn.execute(
-        sa.select(jobs.c.id).where(jobs.c.job_id == job_id).with_for_update()
-    )).scalar_one_or_none()
-    if pk is None:
-        return False
-    await ingest.delete_rows(conn, pk)
-    await conn.execute(sa.delete(jobs).where(jobs.c.id == pk))
-    shas = list((await conn.execute(
-        sa.select(deliveries.c.body_sha256).where(deliveries.c.job_id == job_id).distinct()
-    )).scalars())
-    await conn.execute(sa.delete(deliveries).where(deliveries.c.job_id == job_id))
-    if shas:
-        still_used = sa.select(deliveries.c.id).where(
-            deliveries.c.body_sha256 == bodies.c.sha256).exists()
-        await conn.execute(sa.delete(bodies).where(bodies.c.sha256.in_(shas), ~still_used))
-    return True

@@ -79,13 +79,11 @@ async def _renormalize(database: Database, delivery_id: int) -> str:
         prepared = ingest.prepare(payloads.parse(body))
     except payloads.PayloadError:
         return "unparseable"
-    async with database.write() as conn:
-        job = (await conn.execute(
-            sa.select(_jobs.c.id).where(_jobs.c.job_id == prepared.job_id).with_for_update()
-        )).one_or_none()
+    async with database.ingest() as writer:
+        job = await writer.lock_job(prepared.job_id)
         if job is None:
             return "deleted"
-        await ingest.replace_rows(conn, job.id, prepared, models.utcnow())
+        await writer.replace_rows(job[0], prepared, models.utcnow())
     return "renormalized"
 
 
@@ -97,6 +95,6 @@ async def _retry_rejected(database: Database, delivery_id: int) -> tuple[str, st
         return "still_rejected", job_id
     delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
                                        signature_scheme=f"replay:{scheme}"[:32])
-    async with database.write() as conn:
-        stored = await ingest.store(conn, prepared, delivery)
+    async with database.ingest() as writer:
+        stored = await ingest.store(writer, prepared, delivery)
     return f"recovered_{stored.outcome}", prepared.job_id

@@ -126,8 +126,8 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
         raise await _reject(database, delivery, exc, started, metrics) from None
 
     try:
-        async with database.write() as conn:
-            stored = await ingest.store(conn, prepared, delivery)
+        async with database.ingest() as writer:
+            stored = await ingest.store(writer, prepared, delivery)
     except UNAVAILABLE_ERRORS as exc:
         metrics.database_errors.labels("ingest").inc()
         log.error("webhook.database_unavailable", job_id=prepared.job_id,
@@ -152,9 +152,9 @@ async def _reject(database: Database, delivery: ingest.IncomingDelivery,
     """Keep the authenticated but unusable delivery; return the 400/422 to answer with."""
     job_id = payloads.job_id_hint(delivery.body) if exc.code == "invalid_payload" else None
     try:
-        async with database.write() as conn:
+        async with database.ingest() as writer:
             delivery_id = await ingest.store_rejected(
-                conn, delivery, job_id=job_id, error_code=exc.code, error=exc.message)
+                writer, delivery, job_id=job_id, error_code=exc.code, error=exc.message)
     except UNAVAILABLE_ERRORS as db_exc:
         metrics.database_errors.labels("ingest").inc()
         log.error("webhook.database_unavailable", job_id=job_id,

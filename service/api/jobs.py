@@ -120,8 +120,8 @@ async def delete_job(request: Request) -> Response:
     await require_token(request, "admin")
     job_id = job_id_param(request)
     database: Database = request.state.database
-    async with database.write() as conn:
-        deleted = await queries.delete_job(conn, job_id)
+    async with database.ingest() as writer:
+        deleted = await writer.delete_job(job_id)
     if not deleted:
         raise not_found(job_id)
     return Response(status_code=204)

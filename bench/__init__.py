@@ -1,0 +1,1 @@
+"""Benchmarks for results-receiver: ``python -m bench.run`` (see bench/README.md)."""
