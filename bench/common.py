@@ -1,9 +1,9 @@
 """What the benchmark's own servers share with ``results-receiver serve``.
 
 :func:`run_like_service` starts an ASGI app factory under uvicorn with exactly the keyword
-arguments :func:`service.cli.cmd_serve` passes (loop and HTTP parser left on ``auto``, so
-uvloop and httptools when installed; no log config, no access log, no server header), so the
-ceiling and the naive peer differ from the service only in the application.
+arguments ``serve`` uses (:func:`service.server.uvicorn_options`: uvloop and httptools with
+the same head guard, no log config, no access log, no server header), so the ceiling and the
+naive peer differ from the service only in the application.
 """
 
 from __future__ import annotations
@@ -46,18 +46,7 @@ def serve_parser(description: str) -> argparse.ArgumentParser:
 def run_like_service(factory: str, *, host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    uvicorn.run(
-        factory,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
-        root_path="",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-        timeout_keep_alive=75,
-    )
+    from service.server import uvicorn_options
+
+    uvicorn.run(factory, factory=True, **uvicorn_options(
+        host=host, port=port, workers=workers, forwarded_allow_ips="127.0.0.1", root_path=""))

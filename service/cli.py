@@ -104,6 +104,8 @@ def prepare_metrics_folder() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.server import uvicorn_options
+
     if args.forwarded_allow_ips is not None:
         os.environ[PREFIX + "FORWARDED_ALLOW_IPS"] = args.forwarded_allow_ips
     if args.root_path is not None:
@@ -117,21 +119,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         prepare_metrics_folder()
     log.info("service.serving", host=args.host, port=args.port, workers=args.workers,
              database=redact_url(settings.database_url), secrets_source=settings.secrets_source)
-    uvicorn.run(
-        "service.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        root_path=settings.root_path,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=args.graceful_timeout,
-        timeout_keep_alive=args.keep_alive,
-    )
+    uvicorn.run("service.app:app_from_env", factory=True, **uvicorn_options(
+        host=args.host, port=args.port, workers=args.workers,
+        forwarded_allow_ips=settings.forwarded_allow_ips, root_path=settings.root_path,
+        graceful_timeout=args.graceful_timeout, keep_alive=args.keep_alive))
     return 0
 
 

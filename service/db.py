@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.config import Dialect, Settings
-from service.writer import PostgresWriter, SqliteWriterThread, Writer
+from service.writer import PostgresWriter, SqliteWriter, SqliteWriterThread, Writer
 
 # Errors that mean "the database could not do it now": the client may retry later.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -61,18 +61,16 @@ class Database:
 
     @asynccontextmanager
     async def ingest(self) -> AsyncIterator[Writer]:
-        """One write transaction for ingest, through the database's fast writer: committed
-        when the block exits normally, else rolled back."""
+        """The database's fast writer (see :mod:`service.writer`); its operations say which
+        transaction they run in."""
         if self._sqlite_writer is not None:
-            async with self._sqlite_writer.transaction() as writer:
-                yield writer
+            yield SqliteWriter(self._sqlite_writer)
             return
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver: asyncpg.Connection = raw.driver_connection
             try:
-                async with driver.transaction():
-                    yield PostgresWriter(driver)
+                yield PostgresWriter(driver)
             except _BROKEN_CONNECTION:
                 await conn.invalidate()
                 raise

@@ -68,7 +68,7 @@ class PreparedResult:
         return {
             "item_count": n("media_items"),
             "scene_count": n("scenes"),
-            "activity_count": n("frame_activity"),
+            "activity_count": sum(r["frame_count"] for r in self.rows.get("frame_activity", ())),
             "section_count": n("sections"),
             "segment_count": n("section_segments"),
             "ocr_count": n("ocr_texts"),
@@ -86,15 +86,15 @@ class StoreResult:
     rows: int
 
 
-def pack_embedding(values: Sequence[float]) -> bytes:
-    """A face embedding as little-endian doubles (exact, compact)."""
+def pack_doubles(values: Sequence[float]) -> bytes:
+    """A vector (face embedding, frame activity) as little-endian doubles: exact, compact."""
     packed = array("d", values)
     if sys.byteorder == "big":
         packed.byteswap()
     return packed.tobytes()
 
 
-def unpack_embedding(data: bytes) -> list[float]:
+def unpack_doubles(data: bytes) -> list[float]:
     packed = array("d")
     packed.frombytes(data)
     if sys.byteorder == "big":
@@ -143,10 +143,11 @@ def _video_rows(result: payloads.VideoResult, rows: dict[str, list[dict[str, Any
          "end_seconds": s.end_seconds}
         for i, s in enumerate(result.raw_scenes or ())
     )
-    rows["frame_activity"].extend(
-        {"item_index": item, "frame_index": i, "value": v}
-        for i, v in enumerate(result.frame_activity_diffs or ())
-    )
+    if result.frame_activity_diffs:
+        rows["frame_activity"].append({
+            "item_index": item, "frame_count": len(result.frame_activity_diffs),
+            "diffs": pack_doubles(result.frame_activity_diffs),
+        })
     for i, section in enumerate(result.sections or ()):
         rows["sections"].append({
             "item_index": item, "section_index": i, "section_tag": section.section_tag,
@@ -218,7 +219,7 @@ def _person_row(item: int, index: int, scene: int | None,
     return {
         "item_index": item, "person_index": index, "scene_index": scene, "age": person.age,
         "gender": person.gender,
-        "face_embedding": None if embedding is None else pack_embedding(embedding),
+        "face_embedding": None if embedding is None else pack_doubles(embedding),
         "face_thumbnail": person.face_thumbnail, "allowlisted": person.allowlisted,
         "relative_prominence": person.relative_prominence,
     }
@@ -226,37 +227,46 @@ def _person_row(item: int, index: int, scene: int | None,
 
 async def store(writer: Writer, prepared: PreparedResult,
                 delivery: IncomingDelivery) -> StoreResult:
-    """Write ``delivery`` and, when it changes anything, the job's rows. Caller commits."""
+    """Write ``delivery`` and, when it changes anything, the job's rows; committed on return.
+
+    The first delivery of a job is one atomic write; any later one is decided and written in
+    one transaction holding the job's row lock."""
     body_sha = delivery.body_sha256
-    created = await writer.insert_new_job(prepared, delivery, body_sha)
-    if created is not None:
-        return StoreResult(outcome="stored", job_id=prepared.job_id, delivery_id=created[1],
-                           rows=prepared.row_count)
-    current = await writer.lock_job(prepared.job_id)
-    if current is None:
-        raise RuntimeError(f"job {prepared.job_id!r} neither inserted nor found")
-    job_pk, status, content_sha256 = current
-    outcome: Outcome
-    if content_sha256 == prepared.content_sha256:
-        outcome = "duplicate"
-    elif status == "finished" and prepared.status == "failed":
-        outcome = "ignored"
-    else:
-        outcome = "updated"
-        await writer.replace_rows(job_pk, prepared, delivery.received_at)
-    delivery_id = await writer.log_delivery(delivery_values(
-        delivery, body_sha=body_sha, job_id=prepared.job_id, outcome=outcome, error_code=None,
-        error=None, content_sha256=prepared.content_sha256))
-    rows = prepared.row_count if outcome == "updated" else 0
-    return StoreResult(outcome=outcome, job_id=prepared.job_id, delivery_id=delivery_id,
-                       rows=rows)
+    # A job deleted between the two steps below is simply new again: try at most twice.
+    for _attempt in range(2):
+        created = await writer.insert_new_job(prepared, delivery, body_sha)
+        if created is not None:
+            return StoreResult(outcome="stored", job_id=prepared.job_id,
+                               delivery_id=created[1], rows=prepared.row_count)
+        async with writer.transaction():
+            current = await writer.lock_job(prepared.job_id)
+            if current is None:
+                continue
+            job_pk, status, content_sha256 = current
+            outcome: Outcome
+            if content_sha256 == prepared.content_sha256:
+                outcome = "duplicate"
+            elif status == "finished" and prepared.status == "failed":
+                outcome = "ignored"
+            else:
+                outcome = "updated"
+                await writer.replace_rows(job_pk, prepared, delivery.received_at)
+            await writer.save_body(body_sha, delivery.body)
+            delivery_id = await writer.log_delivery(delivery_values(
+                delivery, body_sha=body_sha, job_id=prepared.job_id, outcome=outcome,
+                error_code=None, error=None, content_sha256=prepared.content_sha256))
+        rows = prepared.row_count if outcome == "updated" else 0
+        return StoreResult(outcome=outcome, job_id=prepared.job_id, delivery_id=delivery_id,
+                           rows=rows)
+    raise RuntimeError(f"job {prepared.job_id!r} kept vanishing while being stored")
 
 
 async def store_rejected(writer: Writer, delivery: IncomingDelivery, *, job_id: str | None,
                          error_code: str, error: str) -> int:
     """Keep an authenticated delivery that could not be used, with the reason."""
     body_sha = delivery.body_sha256
-    await writer.save_body(body_sha, delivery.body)
-    return await writer.log_delivery(delivery_values(
-        delivery, body_sha=body_sha, job_id=job_id, outcome="rejected", error_code=error_code,
-        error=error, content_sha256=None))
+    async with writer.transaction():
+        await writer.save_body(body_sha, delivery.body)
+        return await writer.log_delivery(delivery_values(
+            delivery, body_sha=body_sha, job_id=job_id, outcome="rejected",
+            error_code=error_code, error=error, content_sha256=None))

@@ -67,8 +67,11 @@ def configure_logging(log_format: LogFormat, level: LogLevel,
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = []
         uvicorn_logger.propagate = True
-    # Alembic narrates every step at info; its warnings still come through.
+    # Alembic narrates every step at info; its warnings still come through. The database
+    # drivers log statements with their parameters (bodies!) at debug: never let them.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    for driver in ("aiosqlite", "asyncpg", "sqlalchemy"):
+        logging.getLogger(driver).setLevel(max(logging.WARNING, root.level))
     # Requests are logged by RequestObserver, once, with the request id.
     logging.getLogger("uvicorn.access").disabled = True
 

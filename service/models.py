@@ -4,8 +4,8 @@ Layout. A job has media items: a video is one item, each image of a batch is one
 entity row is keyed by ``(job_pk, item_index, <position>)``, so ingest never needs generated ids
 back from the database and a result's order is its primary-key order. Nullable ``n_*`` columns
 record whether an optional list was present (NULL: absent or null; 0: an empty list) so that a
-payload can be rebuilt exactly. Times and scores are double precision. A face embedding is a
-packed array of little-endian doubles.
+payload can be rebuilt exactly. Times and scores are double precision. Dense vectors (a face
+embedding, a video's frame activity series) are packed arrays of little-endian doubles.
 
 Deliveries keep every authenticated request; their raw bytes live once per distinct body in
 ``delivery_bodies`` (a retried delivery adds a log row, not another copy of the body).
@@ -146,13 +146,17 @@ class Scene(SQLModel, table=True):
 
 
 class FrameActivity(SQLModel, table=True):
+    """A video's frame activity diffs: a dense series, one value per frame, stored like a face
+    embedding as packed little-endian doubles (one row per video, not one per frame: a long
+    video has ~100,000 frames). An empty series has no row."""
+
     __tablename__ = "frame_activity"
     __table_args__ = (_item_fk("frame_activity"),)
 
     job_pk: int = _job_pk()
     item_index: int = _key()
-    frame_index: int = _key()
-    value: float = Field(sa_type=sa.Double)
+    frame_count: int = Field(sa_type=sa.Integer)
+    diffs: bytes = Field(sa_type=sa.LargeBinary)
 
 
 class Section(SQLModel, table=True):
@@ -330,7 +334,7 @@ ENTITY_TABLES: tuple[sa.Table, ...] = tuple(
 POSITION_KEYS: dict[str, tuple[str, ...]] = {
     "media_items": ("item_index",),
     "scenes": ("item_index", "scene_index"),
-    "frame_activity": ("item_index", "frame_index"),
+    "frame_activity": ("item_index",),
     "sections": ("item_index", "section_index"),
     "section_segments": ("item_index", "section_index", "segment_index"),
     "ocr_texts": ("item_index", "ocr_index"),

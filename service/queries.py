@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import ingest, models, payloads
+from service import models, payloads
+from service.ingest import unpack_doubles
 
 Json = dict[str, Any]
 
@@ -45,6 +46,9 @@ COUNT_COLUMNS = {
     "tags": "tag_count",
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The microseconds that datetime can represent (cursor positions outside are forged).
+MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -175,9 +179,21 @@ async def job_scenes(conn: AsyncConnection, pk: int, after: list[Any] | None,
 
 async def job_activity(conn: AsyncConnection, pk: int, after: list[Any] | None,
                        limit: int) -> Page:
-    rows = await _entity_rows(conn, activity, pk, after, limit)
-    return _page([{"item_index": r.item_index, "index": r.frame_index, "value": r.value}
-                  for r in rows], limit, _position("item_index", "index"))
+    """Frame activity values one by one, from the packed series of each video item."""
+    start_item, start_index = (after[0], after[1] + 1) if after is not None else (0, 0)
+    series = await conn.execute(
+        sa.select(activity.c.item_index, activity.c.diffs)
+        .where(activity.c.job_pk == pk, activity.c.item_index >= start_item)
+        .order_by(activity.c.item_index))
+    values: list[Json] = []
+    for row in series:
+        first = start_index if row.item_index == start_item else 0
+        packed = unpack_doubles(row.diffs)
+        values.extend({"item_index": row.item_index, "index": i, "value": packed[i]}
+                      for i in range(first, min(len(packed), first + limit + 1 - len(values))))
+        if len(values) > limit:
+            break
+    return _page(values, limit, _position("item_index", "index"))
 
 
 async def _segments_of(conn: AsyncConnection, keys: list[tuple[int, int, int]]
@@ -246,7 +262,7 @@ async def job_persons(conn: AsyncConnection, pk: int, after: list[Any] | None,
         "item_index": r.item_index, "external_id": r.external_id, "index": r.person_index,
         "scene_index": r.scene_index, "start_seconds": r.scene_start,
         "end_seconds": r.scene_end, "age": r.age, "gender": r.gender,
-        "face_embedding": None if r.face_embedding is None else ingest.unpack_embedding(
+        "face_embedding": None if r.face_embedding is None else unpack_doubles(
             r.face_embedding),
         "face_thumbnail": r.face_thumbnail, "allowlisted": r.allowlisted,
         "relative_prominence": r.relative_prominence,

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import models, payloads
-from service.ingest import unpack_embedding
+from service.ingest import unpack_doubles
 
 Json = dict[str, Any]
 _Grouped = defaultdict[tuple[int, ...], list[Row[Any]]]
@@ -46,7 +46,7 @@ def _segment(row: Row[Any]) -> Json:
 def _person(row: Row[Any]) -> Json:
     return _present(
         age=row.age, gender=row.gender,
-        face_embedding=None if row.face_embedding is None else unpack_embedding(
+        face_embedding=None if row.face_embedding is None else unpack_doubles(
             row.face_embedding),
         face_thumbnail=row.face_thumbnail, allowlisted=row.allowlisted,
         relative_prominence=row.relative_prominence,
@@ -92,7 +92,7 @@ async def rebuild(conn: AsyncConnection, job_id: str) -> Json | None:
             payload["result"] = _present(
                 raw_scenes=_list(item.n_scenes, [_segment(r) for r in scenes[key]]),
                 frame_activity_diffs=None if item.n_activity is None else [
-                    r.value for r in activity[key]],
+                    value for r in activity[key] for value in unpack_doubles(r.diffs)],
                 sections=_list(item.n_sections, [
                     _present(
                         section_tag=r.section_tag,

@@ -79,7 +79,7 @@ async def _renormalize(database: Database, delivery_id: int) -> str:
         prepared = ingest.prepare(payloads.parse(body))
     except payloads.PayloadError:
         return "unparseable"
-    async with database.ingest() as writer:
+    async with database.ingest() as writer, writer.transaction():
         job = await writer.lock_job(prepared.job_id)
         if job is None:
             return "deleted"

@@ -7,6 +7,7 @@ holds the raw delivery and every normalized row has committed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
@@ -30,6 +31,8 @@ log = structlog.get_logger("service.webhooks")
 
 # Parsing a body this large would hold up the event loop; do it on a worker thread.
 _THREAD_PARSE_BYTES = 256 * 1024
+# A client that stops sending its body for this long is dropped (slow-client protection).
+BODY_IDLE_TIMEOUT_SECONDS = 30.0
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -42,14 +45,20 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
+    loop = asyncio.get_running_loop()
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
+        async with asyncio.timeout(BODY_IDLE_TIMEOUT_SECONDS) as idle:
+            async for chunk in request.stream():
+                idle.reschedule(loop.time() + BODY_IDLE_TIMEOUT_SECONDS)
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away mid-body") from None
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"no body bytes arrived for "
+                       f"{BODY_IDLE_TIMEOUT_SECONDS:.0f} s") from None
     return b"".join(chunks)
 
 
@@ -75,7 +84,7 @@ def _signature_headers(request: Request) -> dict[str, str]:
 # Outcome label of a refused delivery, by error code.
 _REFUSALS = {"invalid_json": "rejected", "invalid_payload": "rejected",
              "invalid_signature": "unauthenticated", "payload_too_large": "too_large",
-             "unavailable": "unavailable"}
+             "unavailable": "unavailable", "request_timeout": "timed_out"}
 
 
 async def receive_analysis_result(request: Request) -> Response:
@@ -160,8 +169,10 @@ async def _reject(database: Database, delivery: ingest.IncomingDelivery,
         log.error("webhook.database_unavailable", job_id=job_id,
                   error_type=type(db_exc).__name__, error_detail=str(db_exc)[:300])
         raise unavailable() from None
+    # The message can quote the body (e.g. an invalid enum value): it goes to the sender and
+    # the delivery log, never to the service log.
     log.warning("webhook.rejected", code=exc.code, job_id=job_id, path=exc.path,
-                reason=exc.message, delivery_id=delivery_id, size=len(delivery.body),
+                delivery_id=delivery_id, size=len(delivery.body),
                 client_ip=delivery.client_ip,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2))
     details: dict[str, object] = {"delivery_id": delivery_id}

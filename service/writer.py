@@ -4,12 +4,16 @@
 ignored); a :class:`Writer` carries it out inside one transaction.
 
 * PostgreSQL (:class:`PostgresWriter`) talks to asyncpg directly. A first delivery of a job is
-  ONE statement: data-modifying CTEs insert the raw body, the job (``ON CONFLICT DO NOTHING``),
-  every entity row (``unnest`` of one array per column, joined to the new job so nothing is
-  written when the job already exists) and the delivery log row.
+  ONE statement, so one round trip and its own transaction: data-modifying CTEs insert the job
+  (``ON CONFLICT DO NOTHING``) and, joined to the job they created (so that nothing at all is
+  written when the job already exists), the raw body, every entity row (``unnest`` of one
+  array per column) and the delivery log row.
 * SQLite (:class:`SqliteWriter`) runs plain ``sqlite3`` calls (``executemany`` per table) on
-  one dedicated connection and thread per process, a few thread hops per delivery: SQLite
-  has a single writer anyway.
+  one dedicated connection and thread per process: a first delivery is one call on that
+  thread (``BEGIN IMMEDIATE`` ... ``COMMIT``). SQLite has a single writer anyway.
+
+Every other write (a redelivery, a replacement, a rejected delivery, a deletion) runs inside
+:meth:`Writer.transaction`.
 
 The SQL is generated from the table metadata in :mod:`service.models`, so a new column
 reaches every statement.
@@ -23,7 +27,7 @@ import operator
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -85,8 +89,12 @@ def delivery_values(delivery: IncomingDelivery, *, body_sha: str, job_id: str | 
 class Writer(Protocol):
     async def insert_new_job(self, prepared: PreparedResult, delivery: IncomingDelivery,
                              body_sha: str) -> tuple[int, int] | None:
-        """Save the body; if the job is new, write it, its rows and a ``stored`` delivery
-        log row and return (job_pk, delivery_id); else write nothing more, return None."""
+        """Atomically, on its own (not inside :meth:`transaction`): if the job is new, write
+        it, the body, its rows and a ``stored`` delivery log row, and return (job_pk,
+        delivery_id); if the job exists, write nothing and return None."""
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """Everything written inside commits together when the block ends, or not at all."""
 
     async def lock_job(self, job_id: str) -> JobRow | None: ...
 
@@ -135,13 +143,13 @@ def _pg_new_job_sql() -> str:
     job_columns = ("job_id", "received_at", *_JOB_VALUES)
     entity_sql, n = _pg_entity_ctes(3 + len(job_columns))
     return f"""
-        WITH body AS (
-            INSERT INTO delivery_bodies (sha256, body) VALUES ($1, $2)
-            ON CONFLICT (sha256) DO NOTHING),
-        job AS (
+        WITH job AS (
             INSERT INTO jobs ({', '.join(job_columns)})
             VALUES ({_placeholders(3, len(job_columns))})
             ON CONFLICT (job_id) DO NOTHING RETURNING id),
+        body AS (
+            INSERT INTO delivery_bodies (sha256, body) SELECT $1, $2 FROM job
+            ON CONFLICT (sha256) DO NOTHING),
         {entity_sql},
         logged AS (
             INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)})
@@ -181,6 +189,11 @@ def _pg_arrays(prepared: PreparedResult) -> list[list[Any]]:
 class PostgresWriter:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        async with self._conn.transaction():
+            yield
 
     async def insert_new_job(self, prepared: PreparedResult, delivery: IncomingDelivery,
                              body_sha: str) -> tuple[int, int] | None:
@@ -274,19 +287,36 @@ class SqliteWriter:
     def __init__(self, thread: SqliteWriterThread) -> None:
         self._thread = thread
 
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        return self._thread.transaction()
+
     async def insert_new_job(self, prepared: PreparedResult, delivery: IncomingDelivery,
                              body_sha: str) -> tuple[int, int] | None:
-        return await self._thread.call(self._insert_new_job, prepared, delivery, body_sha)
+        async with self._thread.lock:
+            return await self._thread.call(self._insert_new_job_atomically, prepared, delivery,
+                                           body_sha)
+
+    def _insert_new_job_atomically(self, db: sqlite3.Connection, prepared: PreparedResult,
+                                   delivery: IncomingDelivery,
+                                   body_sha: str) -> tuple[int, int] | None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            created = self._insert_new_job(db, prepared, delivery, body_sha)
+            db.execute("COMMIT" if created is not None else "ROLLBACK")
+        except BaseException:
+            _rollback(db)
+            raise
+        return created
 
     def _insert_new_job(self, db: sqlite3.Connection, prepared: PreparedResult,
                         delivery: IncomingDelivery, body_sha: str) -> tuple[int, int] | None:
-        db.execute(_SQLITE_BODY_INSERT, (body_sha, delivery.body))
         now = delivery.received_at
         row = db.execute(_SQLITE_JOB_INSERT, _sqlite_params(
             (prepared.job_id, now, *job_values(prepared, now)))).fetchone()
         if row is None:
             return None
         job_pk: int = row[0]
+        db.execute(_SQLITE_BODY_INSERT, (body_sha, delivery.body))
         self._insert_rows(db, job_pk, prepared)
         logged = delivery_values(delivery, body_sha=body_sha, job_id=prepared.job_id,
                                  outcome="stored", error_code=None, error=None,
@@ -384,11 +414,11 @@ class SqliteWriterThread:
             self._executor, lambda: function(self._connection(), *args))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SqliteWriter]:
+    async def transaction(self) -> AsyncIterator[None]:
         async with self.lock:
             await self.call(lambda db: db.execute("BEGIN IMMEDIATE"))
             try:
-                yield SqliteWriter(self)
+                yield
                 await self.call(lambda db: db.execute("COMMIT"))
             except BaseException:
                 await asyncio.shield(self.call(_rollback))

@@ -50,7 +50,7 @@ async def test_a_delivery_logs_one_info_line_with_request_id_job_and_outcome(jso
     assert line["job_id"] == "video_12345"
     assert line["outcome"] == "stored"
     assert isinstance(line["duration_ms"], float)
-    assert line["rows"] == 15
+    assert line["rows"] == 13  # item, 2 scenes, activity series, 2+2 sections, ocr, 2+2 persons
     assert "timestamp" in line
 
 

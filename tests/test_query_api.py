@@ -304,7 +304,7 @@ async def test_delivery_log_filters_by_job_and_outcome(client, examples, admin_t
 async def test_deleting_a_job_leaves_nothing_behind(client, settings, examples, read_token,
                                                     admin_token):
     before = await table_counts(settings)
-    video_rows = {"media_items": 1, "scenes": 2, "frame_activity": 3, "sections": 2,
+    video_rows = {"media_items": 1, "scenes": 2, "frame_activity": 1, "sections": 2,
                   "section_segments": 2, "ocr_texts": 1, "person_scenes": 2, "persons": 2,
                   "tags": 0}
     response = await client.delete("/v1/jobs/video_12345", headers=bearer(admin_token))

@@ -66,7 +66,7 @@ def test_replay_all_rebuilds_rows_and_recovers_rejected_deliveries(settings, dat
 
     counts = asyncio.run(table_counts(settings))
     # Both jobs are whole again, and the recovered one adds a second copy of the video rows.
-    video_rows = {"scenes": 2, "frame_activity": 3, "sections": 2, "section_segments": 2,
+    video_rows = {"scenes": 2, "frame_activity": 1, "sections": 2, "section_segments": 2,
                   "ocr_texts": 1, "person_scenes": 2, "persons": 2, "tags": 0}
     for table, rows in video_rows.items():
         assert counts[table] == intact[table] + rows, table

@@ -63,6 +63,8 @@ async def list_jobs(request: Request) -> Response:
     received_before = params.timestamp(request, "received_before")
     limit = params.limit(request)
     after = params.cursor(request, "jobs", (int, int))
+    if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
+        raise params.invalid("cursor", "is not a cursor from this listing; start without one")
     database: Database = request.state.database
     async with database.read() as conn:
         page = await queries.list_jobs(
@@ -120,7 +122,7 @@ async def delete_job(request: Request) -> Response:
     await require_token(request, "admin")
     job_id = job_id_param(request)
     database: Database = request.state.database
-    async with database.ingest() as writer:
+    async with database.ingest() as writer, writer.transaction():
         deleted = await writer.delete_job(job_id)
     if not deleted:
         raise not_found(job_id)

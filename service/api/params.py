@@ -79,10 +79,11 @@ def timestamp(request: Request, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        # OverflowError: a valid date whose offset moves it out of datetime's range.
         raise invalid(name, "must be an ISO 8601 date-time, e.g. 2026-11-22T06:00:00Z",
                       value=raw) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def text(request: Request, name: str, *, required: bool = False, max_length: int = 200,
@@ -101,6 +102,7 @@ def text(request: Request, name: str, *, required: bool = False, max_length: int
 # --- cursors ---------------------------------------------------------------------------------
 
 _cursor_encoder = msgspec.json.Encoder()
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def encode_cursor(kind: str, position: list[Any]) -> str:
@@ -124,6 +126,9 @@ def cursor(request: Request, kind: str, types: tuple[type, ...]) -> list[Any] | 
         if len(position) != len(types) or not all(
                 isinstance(v, t) and not isinstance(v, bool) for v, t in zip(
                     position, types, strict=True)):
+            raise ValueError
+        # Positions are 64-bit database integers; anything else is forged.
+        if any(isinstance(v, int) and not _INT64_MIN <= v <= _INT64_MAX for v in position):
             raise ValueError
     except (ValueError, binascii.Error, msgspec.DecodeError, UnicodeDecodeError):
         raise invalid("cursor", "is not a cursor from this listing; start without one") from None

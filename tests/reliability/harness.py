@@ -79,6 +79,13 @@ class ServiceRunner:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
 
+    def stop(self) -> None:
+        """SIGTERM the running incarnation and wait for it to exit (blocking)."""
+        process = self.current.process
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
     def close(self) -> None:
         """Stop the running incarnation with SIGTERM (blocking)."""
         self._stack.close()
@@ -139,7 +146,7 @@ def set_immutable(paths: Iterable[Path], immutable: bool) -> None:
 class DatabaseState:
     job_rows: Counter[str]  # job rows per job_id (the unique key makes >1 impossible)
     status: dict[str, str]
-    rows: dict[str, dict[str, int]]  # job_id -> entity -> rows in its table
+    rows: dict[str, dict[str, int]]  # job_id -> entity -> rows (values) in its table
     orphan_rows: int  # entity rows whose job does not exist
     deliveries: list[dict[str, Any]]  # id, job_id, outcome, body_sha256 in id order
 
@@ -161,8 +168,11 @@ async def read_database(settings: Settings) -> DatabaseState:
             orphans = 0
             for entity, name in ENTITY_TABLES.items():
                 table = models.metadata.tables[name]
+                # A series stored packed in one row (frame activity) counts its values.
+                measure = (sa.func.sum(table.c.frame_count) if "frame_count" in table.c
+                           else sa.func.count())
                 grouped = await conn.execute(
-                    sa.select(table.c.job_pk, sa.func.count()).group_by(table.c.job_pk))
+                    sa.select(table.c.job_pk, measure).group_by(table.c.job_pk))
                 for job_pk, count in grouped:
                     if job_pk in by_pk:
                         rows[by_pk[job_pk]][entity] = count

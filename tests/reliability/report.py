@@ -54,7 +54,8 @@ SCENARIOS = {
         "in id order through the precedence rules gives every logged outcome and the final "
         "result."),
     "disk-full": (
-        "SQLite on a 4 MiB tmpfs: a filler file takes the free space but 256 KiB, then "
+        "SQLite on a small tmpfs (4 MiB fast, 32 MiB long): a filler file takes the free "
+        "space but 256 KiB, then "
         "growing results are delivered until one is refused, and more are tried while the "
         "disk is full (reads alongside); then the filler is removed. Checks: 503 "
         "`unavailable` and a `webhook.database_unavailable` log line naming the full disk, "
@@ -64,7 +65,9 @@ SCENARIOS = {
         "the next 2xx."),
     "read-only": (
         "SQLite file and WAL made immutable (`chattr +i`, ext4) under the running service, "
-        "deliveries tried (reads alongside), then `chattr -i`. Same checks as disk-full."),
+        "deliveries tried (reads alongside), then `chattr -i`; once with a service that had "
+        "written before the fault, once with one whose first write comes during it (started "
+        "on a read-only volume, say). Same checks as disk-full."),
 }
 
 
@@ -91,6 +94,11 @@ def _verdict(line: dict[str, Any], verdicts: dict[str, dict[str, Any]]) -> str:
     if verdict is None:
         return "?"
     return "pass" if verdict["outcome"] == "passed" else "**FAIL**"
+
+
+def _code_digests(scenarios: Sequence[dict[str, Any]]) -> set[str]:
+    return {str(r.get("machine", {}).get("service_code", {}).get("sources_sha256", "?"))
+            for r in scenarios}
 
 
 def render(records: Sequence[dict[str, Any]]) -> str:
@@ -125,6 +133,9 @@ def render(records: Sequence[dict[str, Any]]) -> str:
         f"- Python {machine.get('python', '?')}, SQLite {machine.get('sqlite', '?')}, "
         f"{machine.get('postgresql') or 'PostgreSQL: not found'}",
         f"- Load average at the end: {machine.get('load_average', '?')}",
+        "- Service code measured: `service/` sources sha256 "
+        + ", ".join(f"`{digest}`" for digest in sorted(_code_digests(scenarios)))
+        + f" (from `{machine.get('service_code', {}).get('path', '?')}`)",
         "",
         "## Results",
         "",

@@ -7,6 +7,7 @@ report (``python -m tests.reliability.report results.jsonl``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -46,7 +47,20 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     info["postgresql"] = _postgres_version()
+    info["service_code"] = service_code()
     return info
+
+
+def service_code() -> dict[str, str]:
+    """Which service code ran: a digest of the ``service`` package's sources, and where."""
+    import service
+
+    root = Path(service.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return {"sources_sha256": digest.hexdigest()[:16], "path": str(root)}
 
 
 def _postgres_version() -> str | None:

@@ -3,12 +3,16 @@ service: a clear 503 and a clear log line while it lasts, nothing corrupted, eve
 acknowledged job intact, and deliveries succeed again once the fault is repaired, without a
 restart of the service.
 
-Disk full: the database lives on a 4 MiB tmpfs mounted by the test; a filler file takes most
-of the free space, then deliveries of growing results are sent until one is refused; removing
-the filler repairs it. Read-only: ``chattr +i`` on the database file and its WAL (on the
-ordinary disk: tmpfs does not stop writes through already open files); ``chattr -i`` repairs
-it. The -shm file is left alone: SQLite maps it into memory, and writing a page of an
-immutable mapped file kills the process with SIGBUS, which no service can answer.
+Disk full: the database lives on a small tmpfs mounted by the test (4 MiB at fast scale); a
+filler file takes all the free space but 256 KiB, then deliveries of growing results are sent
+until one is refused; removing the filler repairs it. Read-only: ``chattr +i`` on the database
+file and its WAL (on the ordinary disk: tmpfs does not stop writes through already open
+files); ``chattr -i`` repairs it, both when the service had written before the fault and when
+its first write comes during the fault (a service started on a read-only volume, say). The
+-shm file is left alone: SQLite maps it into memory, and writing a page of an immutable mapped
+file kills the process with SIGBUS, which no service can answer.
+
+Each scenario runs ``disk_cycles`` fault episodes (1 at fast scale) after the earlier jobs.
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ pytestmark = [pytest.mark.anyio, pytest.mark.reliability, pytest.mark.slow,
 DISK_FULL_WORDS = ("database or disk is full",)
 READ_ONLY_WORDS = ("readonly", "read-only", "disk I/O error")
 MAX_FILL_ATTEMPTS = 400
+# After the repair, a retried delivery must land within this (else: no recovery).
+RECOVERY_DEADLINE = 30.0
 
 
 @dataclass
 class Run:
-    """Everything sent in one scenario, by phase."""
+    """Everything sent in one scenario, and the reads made while a fault lasted."""
 
     documents: dict[str, Document] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
@@ -61,10 +67,10 @@ class Run:
         return items
 
 
-async def send(base_url: str, items: list[Outgoing], *, retry: bool,
-               concurrency: int = 1) -> list[Delivery]:
-    """Deliver ``items``: retrying like the upstream, or one attempt each."""
-    deadline = SCALE.job_deadline_seconds if retry else 0.0
+async def send(base_url: str, items: list[Outgoing], *, retry: bool, concurrency: int = 1,
+               deadline: float = SCALE.job_deadline_seconds) -> list[Delivery]:
+    """Deliver ``items``: retrying like the upstream (until ``deadline``), or one attempt each."""
+    deadline = deadline if retry else 0.0
     async with Sender(base_url, concurrency=concurrency, deadline=deadline) as sender:
         return await sender.deliver_all(items)
 
@@ -129,13 +135,16 @@ async def fault_cycle(run: Run, base_url: str, read_token: str, rng: random.Rand
     repaired = time.monotonic()
     # The refused deliveries, retried like the upstream would, all land...
     cycle.retried = await send(base_url, [(f"retry:{d.key}", d.job_id, d.body)
-                                          for d in cycle.refused], retry=True, concurrency=8)
+                                          for d in cycle.refused], retry=True, concurrency=8,
+                               deadline=RECOVERY_DEADLINE)
     # ... and then every fresh delivery succeeds at its first attempt (those that do not are
     # retried, so that every job lands and can be checked).
     after = await send(base_url, run.jobs(rng, SCALE.disk_jobs_after), retry=False)
     cycle.after = Counter(status_of(d) for d in after)
+    recovered = all(d.acknowledged for d in cycle.retried)
     late = await send(base_url, [(f"retry:{d.key}", d.job_id, d.body)
-                                 for d in after if not d.acknowledged], retry=True)
+                                 for d in after if not d.acknowledged and recovered],
+                      retry=True, concurrency=8, deadline=RECOVERY_DEADLINE)
     run.deliveries += cycle.retried + after + late
     first = min((a.ended for d in cycle.retried + after for a in d.attempts
                  if a.body is not None), default=None)
@@ -145,7 +154,11 @@ async def fault_cycle(run: Run, base_url: str, read_token: str, rng: random.Rand
 
 async def run_fault_scenario(*, name: str, tmp_path: Path, database_file: Path,
                              inject: Callable[[], None], repair: Callable[[], None],
-                             fill: bool, log_words: tuple[str, ...]) -> None:
+                             fill: bool, log_words: tuple[str, ...],
+                             first_write_during_fault: bool = False) -> None:
+    """Earlier jobs, then fault cycles, then the checks. With ``first_write_during_fault``
+    the earlier jobs are delivered to an incarnation of the service that is then stopped,
+    and the one under test makes its first write while the fault lasts."""
     url = f"sqlite:///{database_file}"
     settings = harness.settings_for(url)
     read_token, admin_token = await harness.tokens(settings)
@@ -160,6 +173,15 @@ async def run_fault_scenario(*, name: str, tmp_path: Path, database_file: Path,
                             concurrency=8)
         run.deliveries += before
         assert all(d.acknowledged for d in before), [status_of(d) for d in before]
+        if first_write_during_fault:
+            await asyncio.to_thread(runner.stop)
+            await asyncio.to_thread(runner.start)
+            # Serving queries (its read connections open the database, and its WAL), but
+            # not written to yet.
+            async with httpx.AsyncClient(base_url=runner.url, timeout=30) as client:
+                listed = await client.get("/v1/jobs", headers=bearer(read_token))
+                assert listed.status_code == 200, listed.text
+        incarnations = len(runner.incarnations)
         for _ in range(SCALE.disk_cycles):
             cycles.append(await fault_cycle(run, runner.url, read_token, rng, inject=inject,
                                             repair=repair, fill=fill,
@@ -191,7 +213,8 @@ async def run_fault_scenario(*, name: str, tmp_path: Path, database_file: Path,
                     "attempts_during": SCALE.disk_attempts_during,
                     "fresh_jobs_after": SCALE.disk_jobs_after,
                     "fault": (f"{SCALE.disk_size} tmpfs filled by a file, then by deliveries"
-                              if fill else "chattr +i on the database file and its WAL (ext4)")},
+                              if fill else "chattr +i on the database file and its WAL (ext4)"),
+                    "service_wrote_before_fault": not first_write_during_fault},
         outcomes={
             "jobs_sent": len(run.documents), "deliveries_attempted": len(attempts),
             "acknowledged": sum(d.acknowledged for d in run.deliveries),
@@ -216,7 +239,7 @@ async def run_fault_scenario(*, name: str, tmp_path: Path, database_file: Path,
     )
 
     assert still_running, "the service did not survive"
-    assert len(runner.incarnations) == 1
+    assert len(runner.incarnations) == incarnations, "the service was restarted"
     assert all(c.refused for c in cycles), "a fault cycle refused no delivery"
     assert all(status_of(d) == "503" for d in refused), Counter(map(status_of, refused))
     assert all(d.attempts[-1].body is None for d in refused)
@@ -226,7 +249,9 @@ async def run_fault_scenario(*, name: str, tmp_path: Path, database_file: Path,
                    f"{[r.get('error_detail') for r in unavailable][:3]}")
     assert not integrity_during, integrity_during
     assert not integrity_after, integrity_after
-    assert all(d.acknowledged for c in cycles for d in c.retried)
+    assert all(d.acknowledged for c in cycles for d in c.retried), (
+        f"refused deliveries still not stored {RECOVERY_DEADLINE:g} s after the repair; "
+        f"errors logged: {logged_causes}")
     assert after_statuses == {"200": SCALE.disk_jobs_after * len(cycles)}, (
         "after the repair, fresh deliveries still fail at their first attempt: "
         f"{dict(after_statuses)}; errors logged: {logged_causes}")
@@ -254,8 +279,10 @@ async def test_sqlite_disk_full_answers_503_corrupts_nothing_and_recovers_once_s
         fill=True, log_words=DISK_FULL_WORDS)
 
 
+@pytest.mark.parametrize("first_write_during_fault", [False, True],
+                         ids=["service-wrote-before", "first-write-during-fault"])
 async def test_sqlite_read_only_file_answers_503_corrupts_nothing_and_recovers_once_writable(
-        tmp_path, sqlite_template):
+        tmp_path, sqlite_template, first_write_during_fault):
     harness.require_root("the read-only scenario (chattr)")
     folder = tmp_path / "database"
     folder.mkdir()
@@ -270,4 +297,5 @@ async def test_sqlite_read_only_file_answers_503_corrupts_nothing_and_recovers_o
     await run_fault_scenario(
         name="read-only", tmp_path=tmp_path, database_file=database_file,
         inject=inject, repair=lambda: harness.set_immutable(files, False),
-        fill=False, log_words=READ_ONLY_WORDS)
+        fill=False, log_words=READ_ONLY_WORDS,
+        first_write_during_fault=first_write_during_fault)
