@@ -22,7 +22,7 @@ from starlette.routing import Route
 from service.api.openapi import openapi
 from service.api.routes import api_routes
 from service.config import Settings, redact_url
-from service.db import Database
+from service.db import Database, describe_error
 from service.health import healthz, readyz
 from service.http import ApiError, error_response, handle_api_error, unavailable
 from service.logging import configure_logging
@@ -56,7 +56,7 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
-    log.error("database.unavailable", error_type=type(exc).__name__, error_detail=str(exc)[:300])
+    log.error("database.unavailable", **describe_error(exc))
     metrics: Metrics | None = getattr(request.state, "metrics", None)
     if metrics is not None:
         metrics.database_errors.labels("query").inc()

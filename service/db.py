@@ -23,7 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.config import Dialect, Settings
-from service.writer import PostgresWriter, SqliteWriter, SqliteWriterThread, Writer
+from service.writer import (
+    PostgresWriter,
+    SqliteWriter,
+    SqliteWriterThread,
+    Writer,
+    connection_is_stale,
+)
 
 # Errors that mean "the database could not do it now": the client may retry later.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -40,6 +46,15 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=30000",
 )
+
+
+def describe_error(exc: BaseException) -> dict[str, str | None]:
+    """Log fields for a database failure: its type, message (never parameters: SQLAlchemy's
+    text can carry them, so only the first line is kept) and SQLite's error name."""
+    first_line = str(exc).split("\n", 1)[0][:300]
+    original = getattr(exc, "orig", None) or exc
+    return {"error_type": type(exc).__name__, "error_detail": first_line,
+            "sqlite_error": getattr(original, "sqlite_errorname", None)}
 
 
 class Database:
@@ -137,6 +152,13 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         for pragma in _SQLITE_PRAGMAS:
             cursor.execute(pragma)
         cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        # A connection that cannot write any more (opened while the file was read-only, or
+        # after an I/O error) is dropped from the pool instead of being handed out again.
+        if connection_is_stale(context.original_exception):
+            context.is_disconnect = True
 
     @sa.event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:

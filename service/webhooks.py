@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from service import ingest, payloads
-from service.db import UNAVAILABLE_ERRORS, Database
+from service.db import UNAVAILABLE_ERRORS, Database, describe_error
 from service.http import ApiError, JSONResponse, unavailable
 from service.metrics import Metrics
 from service.models import utcnow
@@ -140,7 +140,7 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
     except UNAVAILABLE_ERRORS as exc:
         metrics.database_errors.labels("ingest").inc()
         log.error("webhook.database_unavailable", job_id=prepared.job_id,
-                  error_type=type(exc).__name__, error_detail=str(exc)[:300])
+                  **describe_error(exc))
         raise unavailable() from None
 
     log.info(
@@ -167,7 +167,7 @@ async def _reject(database: Database, delivery: ingest.IncomingDelivery,
     except UNAVAILABLE_ERRORS as db_exc:
         metrics.database_errors.labels("ingest").inc()
         log.error("webhook.database_unavailable", job_id=job_id,
-                  error_type=type(db_exc).__name__, error_detail=str(db_exc)[:300])
+                  **describe_error(db_exc))
         raise unavailable() from None
     # The message can quote the body (e.g. an invalid enum value): it goes to the sender and
     # the delivery log, never to the service log.

@@ -27,7 +27,7 @@ import operator
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -410,8 +410,23 @@ class SqliteWriterThread:
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, lambda: function(self._connection(), *args))
+        return await loop.run_in_executor(self._executor, self._run, function, args)
+
+    def _run(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return function(self._connection(), *args)
+        except sqlite3.Error as exc:
+            if connection_is_stale(exc):
+                self._discard_connection()
+            raise
+
+    def _discard_connection(self) -> None:
+        """Forget a connection that can no longer write: the next call opens a fresh one (a
+        connection opened while the file was read-only stays read-only forever)."""
+        if self._db is not None:
+            with suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -432,6 +447,16 @@ class SqliteWriterThread:
 
         self._executor.submit(close_connection).result()
         self._executor.shutdown(wait=True)
+
+
+# Primary result codes after which a connection must be reopened rather than reused.
+_STALE_CODES = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN,
+                          sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
+
+
+def connection_is_stale(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _STALE_CODES
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -119,10 +119,12 @@ def render(records: Sequence[dict[str, Any]]) -> str:
     out = [
         "# Reliability",
         "",
-        "Measured by `scripts/reliability` (scale: " + ", ".join(scales) + ") from "
+        "Measured with `RECEIVER_RELIABILITY_SCALE=" + ", ".join(scales) + " pytest "
+        "tests/reliability` (what `scripts/reliability` runs) from "
         f"{finished[0]} to {finished[-1]} (UTC). Every number below comes from that run's "
-        "results file; re-run `scripts/reliability` to measure again (the normal test suite "
-        "runs the same scenarios at a small scale).",
+        "results file (`docs/reliability-results.jsonl` when made by `scripts/reliability`); "
+        "re-run `scripts/reliability` to measure again. The normal test suite runs the same "
+        "scenarios at a small scale.",
         "",
         "## Machine",
         "",
