@@ -292,23 +292,35 @@ class SqliteWriter:
 
     async def insert_new_job(self, prepared: PreparedResult, delivery: IncomingDelivery,
                              body_sha: str) -> tuple[int, int] | None:
-        async with self._thread.lock:
-            return await self._thread.call(self._insert_new_job_atomically, prepared, delivery,
-                                           body_sha)
+        return await self._thread.insert_new_job((prepared, delivery, body_sha))
 
-    def _insert_new_job_atomically(self, db: sqlite3.Connection, prepared: PreparedResult,
-                                   delivery: IncomingDelivery,
-                                   body_sha: str) -> tuple[int, int] | None:
+    @classmethod
+    def insert_batch(cls, db: sqlite3.Connection,
+                     batch: Sequence[NewJob]) -> list[tuple[int, int] | Exception | None]:
+        """Group commit: first deliveries that queued up together, each in a savepoint of one
+        transaction (so each is all or nothing), committed at once (one fsync for all).
+        Nothing is acknowledged before the commit; a failed commit fails every one."""
+        results: list[tuple[int, int] | Exception | None] = []
         db.execute("BEGIN IMMEDIATE")
         try:
-            created = self._insert_new_job(db, prepared, delivery, body_sha)
-            db.execute("COMMIT" if created is not None else "ROLLBACK")
+            for prepared, delivery, body_sha in batch:
+                db.execute("SAVEPOINT delivery")
+                try:
+                    results.append(cls._insert_new_job(db, prepared, delivery, body_sha))
+                except sqlite3.Error as exc:
+                    if connection_is_stale(exc):
+                        raise
+                    db.execute("ROLLBACK TO delivery")
+                    results.append(exc)
+                db.execute("RELEASE delivery")
+            db.execute("COMMIT")
         except BaseException:
             _rollback(db)
             raise
-        return created
+        return results
 
-    def _insert_new_job(self, db: sqlite3.Connection, prepared: PreparedResult,
+    @classmethod
+    def _insert_new_job(cls, db: sqlite3.Connection, prepared: PreparedResult,
                         delivery: IncomingDelivery, body_sha: str) -> tuple[int, int] | None:
         now = delivery.received_at
         row = db.execute(_SQLITE_JOB_INSERT, _sqlite_params(
@@ -317,7 +329,7 @@ class SqliteWriter:
             return None
         job_pk: int = row[0]
         db.execute(_SQLITE_BODY_INSERT, (body_sha, delivery.body))
-        self._insert_rows(db, job_pk, prepared)
+        cls._insert_rows(db, job_pk, prepared)
         logged = delivery_values(delivery, body_sha=body_sha, job_id=prepared.job_id,
                                  outcome="stored", error_code=None, error=None,
                                  content_sha256=prepared.content_sha256)
@@ -389,8 +401,16 @@ class SqliteWriter:
         return await self._thread.call(delete)
 
 
+NewJob = tuple["PreparedResult", "IncomingDelivery", str]
+_MAX_BATCH = 256
+
+
 class SqliteWriterThread:
-    """One sqlite3 connection owned by one thread; writers of a process queue for it."""
+    """One sqlite3 connection owned by one thread; writers of a process queue for it.
+
+    First deliveries that arrive while the thread is busy are written together by the next
+    :meth:`SqliteWriter.insert_batch` (group commit); other writes take :attr:`lock` for their
+    whole transaction."""
 
     def __init__(self, path: Path, pragmas: Sequence[str]) -> None:
         self._path = path
@@ -398,6 +418,38 @@ class SqliteWriterThread:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._db: sqlite3.Connection | None = None
         self.lock = asyncio.Lock()
+        self._queue: list[tuple[NewJob, asyncio.Future[tuple[int, int] | None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def insert_new_job(self, job: NewJob) -> tuple[int, int] | None:
+        future: asyncio.Future[tuple[int, int] | None] = (
+            asyncio.get_running_loop().create_future())
+        self._queue.append((job, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            async with self.lock:
+                batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+                try:
+                    results = await self.call(SqliteWriter.insert_batch,
+                                              [job for job, _ in batch])
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
