@@ -7,8 +7,8 @@ the signature check (``payloads.parse``, ``ingest.prepare``, ``ingest.store`` in
 the measured ones under pyinstrument. It writes, per database and payload, into bench/out/:
 
 * ``profile-<db>-<payload>.txt``: pyinstrument's call tree (wall time of the event loop
-  thread; time spent inside the database driver shows as awaiting it, and aiosqlite's
-  SQLite work happens on its own thread),
+  thread; time spent inside the database driver shows as awaiting it, and the service's
+  SQLite work happens on its own writer thread),
 * ``profile-<db>-<payload>.top.txt``: the phase timings (medians) and the top functions by
   own time (pyinstrument's flat view).
 
@@ -108,7 +108,7 @@ def flat_top(profiler: Profiler, limit: int = 25) -> str:
     """The functions with the most own time (time in the function itself, not its callees).
 
     ``[await]`` is time the event loop spent waiting (on the database driver: a network round
-    trip for asyncpg, the SQLite thread for aiosqlite); ``[self]`` rows are a function's own
+    trip for asyncpg, the service's SQLite writer thread); ``[self]`` rows are a function's own
     time that pyinstrument could not attribute further.
     """
     session = profiler.last_session

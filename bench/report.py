@@ -200,6 +200,8 @@ def render(results: dict[str, Any], raw_path: Path | str) -> str:
     out += ["- service: `results-receiver serve` with RECEIVER_LOG_LEVEL=warning (no line per "
             "delivery), RECEIVER_LOG_FORMAT=json, pool size default (10)",
             "", "## Targets (issue 5)", "", *_targets(results), "",
+            "Where a target is missed, `bench/PROFILE.md` shows the profile that says why and "
+            "what would reach it.", "",
             "## Throughput, side by side", "",
             "ceiling = bare Starlette + HMAC check, 204 (bench/ceiling.py); naive = one SQLModel "
             "object per row and a commit per request (bench/naive.py); both under the same "
