@@ -7,27 +7,24 @@ from starlette.responses import Response
 
 from service import queries, search
 from service.api import params
-from service.api.auth import require_token
+from service.api.auth import authorized_read
 from service.api.jobs import page_response
-from service.db import Database
 from service.http import JSONResponse
 
 _MAX_OFFSET = 10_000
 
 
 async def search_ocr(request: Request) -> Response:
-    await require_token(request, "read")
-    q = params.text(request, "q", required=True, max_length=200)
-    assert q is not None
-    language_code = params.text(request, "language_code", max_length=64)
-    limit = params.limit(request)
-    position = params.cursor(request, "search-ocr", (int,))
-    offset = 0 if position is None else position[0]
-    if offset > _MAX_OFFSET:
-        raise params.invalid("cursor", f"search results stop after {_MAX_OFFSET} hits; "
-                             "narrow the query")
-    database: Database = request.state.database
-    async with database.read() as conn:
+    async with authorized_read(request, "read") as conn:
+        q = params.text(request, "q", required=True, max_length=200)
+        assert q is not None
+        language_code = params.text(request, "language_code", max_length=64)
+        limit = params.limit(request)
+        position = params.cursor(request, "search-ocr", (int,))
+        offset = 0 if position is None else position[0]
+        if offset > _MAX_OFFSET:
+            raise params.invalid("cursor", f"search results stop after {_MAX_OFFSET} hits; "
+                                 "narrow the query")
         hits, more = await search.search_ocr(conn, q.strip() or q, language_code=language_code,
                                              limit=limit, offset=offset)
     next_cursor = params.encode_cursor("search-ocr", [offset + limit]) if more else None
@@ -35,14 +32,12 @@ async def search_ocr(request: Request) -> Response:
 
 
 async def list_sections(request: Request) -> Response:
-    await require_token(request, "read")
-    tag = params.text(request, "tag", max_length=200)
-    critical = params.boolean(request, "critical")
-    min_confidence = params.number(request, "min_confidence")
-    limit = params.limit(request)
-    after = params.cursor(request, "sections", (int, int, int))
-    database: Database = request.state.database
-    async with database.read() as conn:
+    async with authorized_read(request, "read") as conn:
+        tag = params.text(request, "tag", max_length=200)
+        critical = params.boolean(request, "critical")
+        min_confidence = params.number(request, "min_confidence")
+        limit = params.limit(request)
+        after = params.cursor(request, "sections", (int, int, int))
         page = await queries.find_sections(conn, tag=tag, critical=critical,
                                            min_confidence=min_confidence, after=after,
                                            limit=limit)
@@ -50,14 +45,12 @@ async def list_sections(request: Request) -> Response:
 
 
 async def list_tags(request: Request) -> Response:
-    await require_token(request, "read")
-    tag = params.text(request, "tag", max_length=200)
-    min_probability = params.number(request, "min_probability")
-    critical = params.boolean(request, "critical")
-    limit = params.limit(request)
-    after = params.cursor(request, "tags", (int, int, int))
-    database: Database = request.state.database
-    async with database.read() as conn:
+    async with authorized_read(request, "read") as conn:
+        tag = params.text(request, "tag", max_length=200)
+        min_probability = params.number(request, "min_probability")
+        critical = params.boolean(request, "critical")
+        limit = params.limit(request)
+        after = params.cursor(request, "tags", (int, int, int))
         page = await queries.find_tags(conn, tag=tag, min_probability=min_probability,
                                        critical=critical, after=after, limit=limit)
     return page_response("tags", page)

@@ -7,9 +7,8 @@ from starlette.responses import Response
 
 from service import queries
 from service.api import params
-from service.api.auth import require_token
+from service.api.auth import authorized_read
 from service.api.jobs import page_response
-from service.db import Database
 from service.http import ApiError, JSONResponse
 
 OUTCOMES = ("stored", "duplicate", "updated", "ignored", "rejected")
@@ -32,13 +31,11 @@ def _links(request: Request, delivery_id: int) -> dict[str, str]:
 
 
 async def list_deliveries(request: Request) -> Response:
-    await require_token(request, "admin")
-    job_id = params.text(request, "job_id", max_length=512)
-    outcome = params.choice(request, "outcome", OUTCOMES)
-    limit = params.limit(request)
-    after = params.cursor(request, "deliveries", (int,))
-    database: Database = request.state.database
-    async with database.read() as conn:
+    async with authorized_read(request, "admin") as conn:
+        job_id = params.text(request, "job_id", max_length=512)
+        outcome = params.choice(request, "outcome", OUTCOMES)
+        limit = params.limit(request)
+        after = params.cursor(request, "deliveries", (int,))
         page = await queries.list_deliveries(conn, job_id=job_id, outcome=outcome, after=after,
                                              limit=limit)
     for row in page.rows:
@@ -47,10 +44,8 @@ async def list_deliveries(request: Request) -> Response:
 
 
 async def get_delivery(request: Request) -> Response:
-    await require_token(request, "admin")
-    delivery_id = _delivery_id(request)
-    database: Database = request.state.database
-    async with database.read() as conn:
+    async with authorized_read(request, "admin") as conn:
+        delivery_id = _delivery_id(request)
         found = await queries.delivery(conn, delivery_id)
     if found is None:
         raise _not_found(delivery_id)
@@ -59,10 +54,8 @@ async def get_delivery(request: Request) -> Response:
 
 
 async def get_delivery_raw(request: Request) -> Response:
-    await require_token(request, "admin")
-    delivery_id = _delivery_id(request)
-    database: Database = request.state.database
-    async with database.read() as conn:
+    async with authorized_read(request, "admin") as conn:
+        delivery_id = _delivery_id(request)
         body = await queries.delivery_body(conn, delivery_id)
     if body is None:
         raise _not_found(delivery_id)

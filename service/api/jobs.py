@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from service import queries, rebuild
 from service.api import params
-from service.api.auth import require_token
+from service.api.auth import authorized_read, require_token
 from service.db import Database
 from service.http import ApiError, JSONResponse
 
@@ -56,17 +56,15 @@ def not_found(job_id: str) -> ApiError:
 
 
 async def list_jobs(request: Request) -> Response:
-    await require_token(request, "read")
-    status = params.choice(request, "status", JOB_STATUSES)
-    kind = params.choice(request, "kind", JOB_KINDS)
-    received_after = params.timestamp(request, "received_after")
-    received_before = params.timestamp(request, "received_before")
-    limit = params.limit(request)
-    after = params.cursor(request, "jobs", (int, int))
-    if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
-        raise params.invalid("cursor", "is not a cursor from this listing; start without one")
-    database: Database = request.state.database
-    async with database.read() as conn:
+    async with authorized_read(request, "read") as conn:
+        status = params.choice(request, "status", JOB_STATUSES)
+        kind = params.choice(request, "kind", JOB_KINDS)
+        received_after = params.timestamp(request, "received_after")
+        received_before = params.timestamp(request, "received_before")
+        limit = params.limit(request)
+        after = params.cursor(request, "jobs", (int, int))
+        if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
+            raise params.invalid("cursor", "is not a cursor from this listing; start without one")
         page = await queries.list_jobs(
             conn, status=status, kind=kind, received_after=received_after,
             received_before=received_before, after=after, limit=limit)
@@ -76,10 +74,8 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def get_job(request: Request) -> Response:
-    await require_token(request, "read")
-    job_id = job_id_param(request)
-    database: Database = request.state.database
-    async with database.read() as conn:
+    async with authorized_read(request, "read") as conn:
+        job_id = job_id_param(request)
         summary = await queries.job_summary(conn, job_id)
     if summary is None:
         raise not_found(job_id)
@@ -88,10 +84,8 @@ async def get_job(request: Request) -> Response:
 
 
 async def get_payload(request: Request) -> Response:
-    await require_token(request, "read")
-    job_id = job_id_param(request)
-    database: Database = request.state.database
-    async with database.read() as conn:
+    async with authorized_read(request, "read") as conn:
+        job_id = job_id_param(request)
         payload = await rebuild.rebuild(conn, job_id)
     if payload is None:
         raise not_found(job_id)
@@ -102,12 +96,10 @@ def entity_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
     query, cursor_types = ENTITIES[name]
 
     async def endpoint(request: Request) -> Response:
-        await require_token(request, "read")
-        job_id = job_id_param(request)
-        limit = params.limit(request)
-        after = params.cursor(request, f"job-{name}", cursor_types)
-        database: Database = request.state.database
-        async with database.read() as conn:
+        async with authorized_read(request, "read") as conn:
+            job_id = job_id_param(request)
+            limit = params.limit(request)
+            after = params.cursor(request, f"job-{name}", cursor_types)
             pk = await queries.job_pk(conn, job_id)
             if pk is None:
                 raise not_found(job_id)
