@@ -32,13 +32,12 @@ from service.writer import (
 )
 
 # Errors that mean "the database could not do it now": the client may retry later.
+# asyncpg's InternalClientError means a connection's protocol state was left inconsistent
+# (seen when PostgreSQL shuts down under load): the connection is dropped and a retry works.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error, OSError,
-    TimeoutError,
+    SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError, sqlite3.Error, OSError, TimeoutError,
 )
-# asyncpg errors after which a connection must not go back to the pool.
-_BROKEN_CONNECTION = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
-                      TimeoutError)
 
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -86,7 +85,10 @@ class Database:
             driver: asyncpg.Connection = raw.driver_connection
             try:
                 yield PostgresWriter(driver)
-            except _BROKEN_CONNECTION:
+            except BaseException:
+                # After a failure the connection's state is unknown (a statement cut off by a
+                # server shutdown can leave asyncpg's protocol mid-operation, or a transaction
+                # open): it is closed, never handed to the next delivery.
                 await conn.invalidate()
                 raise
 

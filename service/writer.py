@@ -190,6 +190,11 @@ class PostgresWriter:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
+    @property
+    def connection(self) -> asyncpg.Connection:
+        """The pooled asyncpg connection this writer runs on."""
+        return self._conn
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         async with self._conn.transaction():
