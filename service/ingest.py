@@ -94,9 +94,15 @@ def pack_doubles(values: Sequence[float]) -> bytes:
     return packed.tobytes()
 
 
-def unpack_doubles(data: bytes) -> list[float]:
+_DOUBLE_BYTES = array("d").itemsize
+
+
+def unpack_doubles(data: bytes, start: int = 0, stop: int | None = None) -> list[float]:
+    """The values ``[start:stop]`` of a vector packed by :func:`pack_doubles` (only that slice
+    is decoded)."""
     packed = array("d")
-    packed.frombytes(data)
+    end = None if stop is None else stop * _DOUBLE_BYTES
+    packed.frombytes(data[start * _DOUBLE_BYTES:end] if start or end is not None else data)
     if sys.byteorder == "big":
         packed.byteswap()
     return packed.tolist()

@@ -188,9 +188,9 @@ async def job_activity(conn: AsyncConnection, pk: int, after: list[Any] | None,
     values: list[Json] = []
     for row in series:
         first = start_index if row.item_index == start_item else 0
-        packed = unpack_doubles(row.diffs)
-        values.extend({"item_index": row.item_index, "index": i, "value": packed[i]}
-                      for i in range(first, min(len(packed), first + limit + 1 - len(values))))
+        page = unpack_doubles(row.diffs, first, first + limit + 1 - len(values))
+        values.extend({"item_index": row.item_index, "index": first + i, "value": value}
+                      for i, value in enumerate(page))
         if len(values) > limit:
             break
     return _page(values, limit, _position("item_index", "index"))

@@ -9,8 +9,9 @@ ignored); a :class:`Writer` carries it out inside one transaction.
   written when the job already exists), the raw body, every entity row (``unnest`` of one
   array per column) and the delivery log row.
 * SQLite (:class:`SqliteWriter`) runs plain ``sqlite3`` calls (``executemany`` per table) on
-  one dedicated connection and thread per process: a first delivery is one call on that
-  thread (``BEGIN IMMEDIATE`` ... ``COMMIT``). SQLite has a single writer anyway.
+  one dedicated connection and thread per process; SQLite has a single writer anyway. First
+  deliveries that queue while that thread is busy are group-committed: one ``BEGIN
+  IMMEDIATE`` ... ``COMMIT`` (one fsync) for the batch, a savepoint per delivery.
 
 Every other write (a redelivery, a replacement, a rejected delivery, a deletion) runs inside
 :meth:`Writer.transaction`.
