@@ -3,7 +3,7 @@
 For each database (an SQLite file; a throwaway PostgreSQL cluster, see bench/pg.py) and each
 payload, it ingests ``--count`` deliveries (unique job ids) the way ``webhooks.py`` does after
 the signature check (``payloads.parse``, ``ingest.prepare``, ``ingest.store`` inside
-``Database.ingest()``, whose exit commits), first a few unprofiled warm-up deliveries, then
+``Database.writer()``, whose exit commits), first a few unprofiled warm-up deliveries, then
 the measured ones under pyinstrument. It writes, per database and payload, into bench/out/:
 
 * ``profile-<db>-<payload>.txt``: pyinstrument's call tree (wall time of the event loop
@@ -88,9 +88,9 @@ async def ingest_many(url: str, name: str, tag: str, count: int, warmup: int,
             t1 = time.perf_counter()
             prepared = ingest.prepare(parsed)
             t2 = time.perf_counter()
-            async with database.ingest() as writer:
-                result = await ingest.store(writer, prepared, delivery)
-                t3 = time.perf_counter()
+            writer = database.writer()
+            result = await ingest.store(writer, prepared, delivery)
+            t3 = time.perf_counter()
             t4 = time.perf_counter()
             if result.outcome != "stored":
                 raise RuntimeError(f"delivery {i} was {result.outcome}")

@@ -23,13 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.config import Dialect, Settings
-from service.writer import (
-    PostgresWriter,
-    SqliteWriter,
-    SqliteWriterThread,
-    Writer,
-    connection_is_stale,
-)
+from service.writer import Created, NewJob, Writer
+from service.writer.group_commit import GroupCommit
+from service.writer.postgres import PostgresPool, PostgresWriter
+from service.writer.sqlite import SqliteStore, SqliteWriter, connection_is_stale
 
 # Errors that mean "the database could not do it now": the client may retry later.
 # asyncpg's InternalClientError means a connection's protocol state was left inconsistent
@@ -59,38 +56,41 @@ def describe_error(exc: BaseException) -> dict[str, str | None]:
 class Database:
     """The engine plus the two ways to use it: a write transaction and a read scope."""
 
-    def __init__(self, engine: AsyncEngine, dialect: Dialect) -> None:
+    def __init__(self, engine: AsyncEngine, dialect: Dialect, *, pool_size: int = 10) -> None:
         self.engine = engine
         self.dialect: Dialect = dialect
-        self._sqlite_writer: SqliteWriterThread | None = None
+        self._sqlite: SqliteStore | None = None
+        self._postgres: PostgresPool | None = None
         if dialect == "sqlite":
-            self._sqlite_writer = SqliteWriterThread(
+            self._sqlite = SqliteStore(
                 Path(engine.url.database or "").expanduser().resolve(), _SQLITE_PRAGMAS)
-        self._write_lock: asyncio.Lock | None = (
-            self._sqlite_writer.lock if self._sqlite_writer else None)
+        else:
+            self._postgres = PostgresPool(_asyncpg_dsn(engine.url), size=pool_size)
+        self._write_lock: asyncio.Lock | None = self._sqlite.thread.lock if self._sqlite else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        return cls(create_engine(settings), settings.dialect)
+        return cls(create_engine(settings), settings.dialect,
+                   pool_size=settings.database_pool_size)
 
-    @asynccontextmanager
-    async def ingest(self) -> AsyncIterator[Writer]:
+    @property
+    def batches(self) -> GroupCommit[NewJob, Created]:
+        """The group commit of first deliveries (its counters show the batching)."""
+        store = self._sqlite or self._postgres
+        assert store is not None
+        return store.batches
+
+    @property
+    def postgres_pool(self) -> PostgresPool | None:
+        return self._postgres
+
+    def writer(self) -> Writer:
         """The database's fast writer (see :mod:`service.writer`); its operations say which
         transaction they run in."""
-        if self._sqlite_writer is not None:
-            yield SqliteWriter(self._sqlite_writer)
-            return
-        async with self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver: asyncpg.Connection = raw.driver_connection
-            try:
-                yield PostgresWriter(driver)
-            except BaseException:
-                # After a failure the connection's state is unknown (a statement cut off by a
-                # server shutdown can leave asyncpg's protocol mid-operation, or a transaction
-                # open): it is closed, never handed to the next delivery.
-                await conn.invalidate()
-                raise
+        if self._sqlite is not None:
+            return SqliteWriter(self._sqlite)
+        assert self._postgres is not None
+        return PostgresWriter(self._postgres)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -108,8 +108,10 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
-        if self._sqlite_writer is not None:
-            await asyncio.to_thread(self._sqlite_writer.close)
+        if self._sqlite is not None:
+            await asyncio.to_thread(self._sqlite.close)
+        if self._postgres is not None:
+            await self._postgres.close()
         await self.engine.dispose()
 
 
@@ -137,6 +139,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "server_settings": {"application_name": "results-receiver"},
         },
     )
+
+
+def _asyncpg_dsn(url: sa.URL) -> str:
+    """The libpq-style URL asyncpg takes, from the engine's (``postgresql+asyncpg://``)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def ensure_sqlite_folder(url: sa.URL) -> None:

@@ -16,66 +16,19 @@ The statements themselves are the :class:`service.writer.Writer`'s, per database
 
 from __future__ import annotations
 
-import hashlib
-import sys
-from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from service import payloads
 from service.payloads import Payload
-from service.writer import Writer, delivery_values
+from service.rows import IncomingDelivery, PreparedResult, Row
+from service.vectors import pack_doubles
+from service.vocabulary import Outcome
+from service.writer import Writer
 
-Outcome = Literal["stored", "duplicate", "updated", "ignored", "rejected"]
-
-@dataclass(frozen=True)
-class IncomingDelivery:
-    """What the HTTP edge knows about one authenticated request."""
-
-    body: bytes
-    received_at: datetime
-    signature_scheme: str
-    request_id: str | None = None
-    client_ip: str | None = None
-
-    @property
-    def body_sha256(self) -> str:
-        return hashlib.sha256(self.body).hexdigest()
-
-
-@dataclass
-class PreparedResult:
-    """A payload as rows, keyed by table, ready for executemany."""
-
-    job_id: str
-    status: str
-    kind: str | None
-    error: str | None
-    content_sha256: str
-    n_items: int | None
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @property
-    def row_count(self) -> int:
-        return sum(len(r) for r in self.rows.values())
-
-    def counts(self) -> dict[str, int]:
-        def n(table: str) -> int:
-            return len(self.rows.get(table, ()))
-
-        return {
-            "item_count": n("media_items"),
-            "scene_count": n("scenes"),
-            "activity_count": sum(r["frame_count"] for r in self.rows.get("frame_activity", ())),
-            "section_count": n("sections"),
-            "segment_count": n("section_segments"),
-            "ocr_count": n("ocr_texts"),
-            "person_scene_count": n("person_scenes"),
-            "person_count": n("persons"),
-            "tag_count": n("tags"),
-        }
+__all__ = ["IncomingDelivery", "PreparedResult", "StoreResult", "prepare", "store",
+           "store_rejected"]
 
 
 @dataclass(frozen=True)
@@ -84,28 +37,6 @@ class StoreResult:
     job_id: str | None
     delivery_id: int
     rows: int
-
-
-def pack_doubles(values: Sequence[float]) -> bytes:
-    """A vector (face embedding, frame activity) as little-endian doubles: exact, compact."""
-    packed = array("d", values)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes()
-
-
-_DOUBLE_BYTES = array("d").itemsize
-
-
-def unpack_doubles(data: bytes, start: int = 0, stop: int | None = None) -> list[float]:
-    """The values ``[start:stop]`` of a vector packed by :func:`pack_doubles` (only that slice
-    is decoded)."""
-    packed = array("d")
-    end = None if stop is None else stop * _DOUBLE_BYTES
-    packed.frombytes(data[start * _DOUBLE_BYTES:end] if start or end is not None else data)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tolist()
 
 
 def _n(values: Sequence[object] | None) -> int | None:
@@ -122,7 +53,7 @@ def prepare(payload: Payload) -> PreparedResult:
         content_sha256=payloads.content_hash(payload),
         n_items=_n(payload.items),
     )
-    rows: dict[str, list[dict[str, Any]]] = {
+    rows: dict[str, list[Row]] = {
         name: [] for name in ("media_items", "scenes", "frame_activity", "sections",
                               "section_segments", "ocr_texts", "person_scenes", "persons", "tags")
     }
@@ -134,7 +65,7 @@ def prepare(payload: Payload) -> PreparedResult:
     return prepared
 
 
-def _video_rows(result: payloads.VideoResult, rows: dict[str, list[dict[str, Any]]]) -> None:
+def _video_rows(result: payloads.VideoResult, rows: dict[str, list[Row]]) -> None:
     item = 0
     rows["media_items"].append({
         "item_index": item, "media_type": "video", "external_id": None, "status": None,
@@ -183,7 +114,7 @@ def _video_rows(result: payloads.VideoResult, rows: dict[str, list[dict[str, Any
 
 
 def _image_rows(index: int, item: payloads.ImageItem,
-                rows: dict[str, list[dict[str, Any]]]) -> None:
+                rows: dict[str, list[Row]]) -> None:
     result = item.result
     rows["media_items"].append({
         "item_index": index, "media_type": "image", "external_id": item.external_id,
@@ -208,7 +139,7 @@ def _image_rows(index: int, item: payloads.ImageItem,
 
 
 def _ocr_rows(item: int, ocr: Sequence[payloads.OcrResult] | None,
-              rows: dict[str, list[dict[str, Any]]]) -> None:
+              rows: dict[str, list[Row]]) -> None:
     for i, text in enumerate(ocr or ()):
         segment = text.time_segment
         rows["ocr_texts"].append({
@@ -237,10 +168,9 @@ async def store(writer: Writer, prepared: PreparedResult,
 
     The first delivery of a job is one atomic write; any later one is decided and written in
     one transaction holding the job's row lock."""
-    body_sha = delivery.body_sha256
     # A job deleted between the two steps below is simply new again: try at most twice.
     for _attempt in range(2):
-        created = await writer.insert_new_job(prepared, delivery, body_sha)
+        created = await writer.insert_new_job(prepared, delivery)
         if created is not None:
             return StoreResult(outcome="stored", job_id=prepared.job_id,
                                delivery_id=created[1], rows=prepared.row_count)
@@ -257,10 +187,10 @@ async def store(writer: Writer, prepared: PreparedResult,
             else:
                 outcome = "updated"
                 await writer.replace_rows(job_pk, prepared, delivery.received_at)
-            await writer.save_body(body_sha, delivery.body)
-            delivery_id = await writer.log_delivery(delivery_values(
-                delivery, body_sha=body_sha, job_id=prepared.job_id, outcome=outcome,
-                error_code=None, error=None, content_sha256=prepared.content_sha256))
+            await writer.save_body(delivery.body_sha256, delivery.body)
+            delivery_id = await writer.log_delivery(delivery.record(
+                job_id=prepared.job_id, outcome=outcome,
+                content_sha256=prepared.content_sha256))
         rows = prepared.row_count if outcome == "updated" else 0
         return StoreResult(outcome=outcome, job_id=prepared.job_id, delivery_id=delivery_id,
                            rows=rows)
@@ -270,9 +200,8 @@ async def store(writer: Writer, prepared: PreparedResult,
 async def store_rejected(writer: Writer, delivery: IncomingDelivery, *, job_id: str | None,
                          error_code: str, error: str) -> int:
     """Keep an authenticated delivery that could not be used, with the reason."""
-    body_sha = delivery.body_sha256
     async with writer.transaction():
-        await writer.save_body(body_sha, delivery.body)
-        return await writer.log_delivery(delivery_values(
-            delivery, body_sha=body_sha, job_id=job_id, outcome="rejected",
-            error_code=error_code, error=error, content_sha256=None))
+        await writer.save_body(delivery.body_sha256, delivery.body)
+        return await writer.log_delivery(delivery.record(
+            job_id=job_id, outcome="rejected", content_sha256=None, error_code=error_code,
+            error=error))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import quote, unquote
 
 import structlog
@@ -22,11 +23,26 @@ _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/webhooks/analysi
 class RequestObserver:
     """Binds a request id (a sane ``X-Request-ID`` or a new one) to every log line of the
     request and echoes it in the response; counts and times the request under its route
-    template (never the raw path, so ids cannot explode label sets); logs ``http.request``."""
+    template (never the raw path, so ids cannot explode label sets); logs ``http.request``.
+
+    It runs on every request, so it does the least it can: one contextvar binding, metric
+    children looked up once per (route, method, status) and cached, and no access-log work
+    for quiet routes unless debug logging is on."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._request_metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _observe(self, template: str, method: str, status: int, elapsed: float) -> None:
+        key = (template, method, status)
+        children = self._request_metrics.get(key)
+        if children is None:
+            children = (self.metrics.requests.labels(template, method, str(status)),
+                        self.metrics.latency.labels(template, method))
+            self._request_metrics[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,6 +55,7 @@ class RequestObserver:
                 break
         request_id = new_request_id(incoming)
         scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode("ascii"))
         status = 500
         started = time.perf_counter()
 
@@ -46,29 +63,30 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [
-                    *message.get("headers", []), (b"x-request-id", request_id.encode("ascii"))]}
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        self.metrics.in_flight.inc()
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                self.metrics.in_flight.dec()
-                elapsed = time.perf_counter() - started
-                route: BaseRoute | None = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
-                method = scope.get("method", "")
-                self.metrics.requests.labels(template, method, str(status)).inc()
-                self.metrics.latency.labels(template, method).observe(elapsed)
-                client = scope.get("client")
-                quiet = template in _QUIET_ROUTES and status < 500
-                (log.debug if quiet else log.info)(
-                    "http.request", method=method, path=scope.get("path", ""), route=template,
-                    status=status, duration_ms=round(elapsed * 1000, 2),
-                    client_ip=client[0] if client else None,
-                )
+        in_flight = self.metrics.in_flight
+        in_flight.inc()
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            in_flight.dec()
+            elapsed = time.perf_counter() - started
+            route: BaseRoute | None = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self._observe(template, method, status, elapsed)
+            quiet = template in _QUIET_ROUTES and status < 500
+            log_request = log.debug if quiet else log.info
+            client = scope.get("client")
+            log_request(
+                "http.request", method=method, path=scope.get("path", ""), route=template,
+                status=status, duration_ms=round(elapsed * 1000, 2),
+                client_ip=client[0] if client else None,
+            )
+            structlog.contextvars.reset_contextvars(**bound)
 
 
 _JOBS_PREFIX = b"/v1/jobs/"

@@ -13,6 +13,7 @@ Deliveries keep every authenticated request; their raw bytes live once per disti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -330,6 +331,29 @@ ENTITY_TABLES: tuple[sa.Table, ...] = tuple(
                   Tag, MediaItem)
 )
 """Every table under a job, children before parents: the order to delete in."""
+
+@dataclass(frozen=True)
+class EntityCount:
+    """A count column of ``jobs``: how many rows (or, for frame activity, values) of an entity
+    the job holds, written with the rows so a summary never counts."""
+
+    name: str
+    """The entity's name in the API (``/v1/jobs/{id}/<name>``, a summary's ``counts``)."""
+    table: str
+    column: str
+
+
+ENTITY_COUNTS: tuple[EntityCount, ...] = (
+    EntityCount("items", "media_items", "item_count"),
+    EntityCount("scenes", "scenes", "scene_count"),
+    EntityCount("activity", "frame_activity", "activity_count"),
+    EntityCount("sections", "sections", "section_count"),
+    EntityCount("segments", "section_segments", "segment_count"),
+    EntityCount("ocr", "ocr_texts", "ocr_count"),
+    EntityCount("person_scenes", "person_scenes", "person_scene_count"),
+    EntityCount("persons", "persons", "person_count"),
+    EntityCount("tags", "tags", "tag_count"),
+)
 
 POSITION_KEYS: dict[str, tuple[str, ...]] = {
     "media_items": ("item_index",),

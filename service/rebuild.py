@@ -14,7 +14,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import models, payloads
-from service.ingest import unpack_doubles
+from service.vectors import unpack_doubles
 
 Json = dict[str, Any]
 _Grouped = defaultdict[tuple[int, ...], list[Row[Any]]]

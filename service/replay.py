@@ -79,7 +79,8 @@ async def _renormalize(database: Database, delivery_id: int) -> str:
         prepared = ingest.prepare(payloads.parse(body))
     except payloads.PayloadError:
         return "unparseable"
-    async with database.ingest() as writer, writer.transaction():
+    writer = database.writer()
+    async with writer.transaction():
         job = await writer.lock_job(prepared.job_id)
         if job is None:
             return "deleted"
@@ -95,6 +96,5 @@ async def _retry_rejected(database: Database, delivery_id: int) -> tuple[str, st
         return "still_rejected", job_id
     delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
                                        signature_scheme=f"replay:{scheme}"[:32])
-    async with database.ingest() as writer:
-        stored = await ingest.store(writer, prepared, delivery)
+    stored = await ingest.store(database.writer(), prepared, delivery)
     return f"recovered_{stored.outcome}", prepared.job_id

@@ -18,6 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 MAX_HEAD_BYTES = 32 * 1024
 MAX_HEADERS = 100
 HEAD_TIMEOUT_SECONDS = 30.0
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 class HeadTooLarge(Exception):
@@ -110,4 +111,8 @@ def uvicorn_options(*, host: str, port: int, workers: int, forwarded_allow_ips: 
         "server_header": False,
         "timeout_graceful_shutdown": graceful_timeout,
         "timeout_keep_alive": keep_alive,
+        # uvicorn kills a worker that does not answer its supervisor's ping within this
+        # time. Its default (5 s) is shorter than a worker's start on a busy 2-core machine
+        # (imports, migrations check), which then loops on killing fresh workers.
+        "timeout_worker_healthcheck": WORKER_HEALTHCHECK_SECONDS,
     }

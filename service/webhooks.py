@@ -135,8 +135,7 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
         raise await _reject(database, delivery, exc, started, metrics) from None
 
     try:
-        async with database.ingest() as writer:
-            stored = await ingest.store(writer, prepared, delivery)
+        stored = await ingest.store(database.writer(), prepared, delivery)
     except UNAVAILABLE_ERRORS as exc:
         metrics.database_errors.labels("ingest").inc()
         log.error("webhook.database_unavailable", job_id=prepared.job_id,
@@ -161,9 +160,9 @@ async def _reject(database: Database, delivery: ingest.IncomingDelivery,
     """Keep the authenticated but unusable delivery; return the 400/422 to answer with."""
     job_id = payloads.job_id_hint(delivery.body) if exc.code == "invalid_payload" else None
     try:
-        async with database.ingest() as writer:
-            delivery_id = await ingest.store_rejected(
-                writer, delivery, job_id=job_id, error_code=exc.code, error=exc.message)
+        delivery_id = await ingest.store_rejected(
+            database.writer(), delivery, job_id=job_id, error_code=exc.code,
+            error=exc.message)
     except UNAVAILABLE_ERRORS as db_exc:
         metrics.database_errors.labels("ingest").inc()
         log.error("webhook.database_unavailable", job_id=job_id,

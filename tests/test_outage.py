@@ -8,9 +8,8 @@ import asyncpg
 import pytest
 
 from service.config import Settings
-from service.db import Database
 from service.migrations import upgrade
-from service.writer import PostgresWriter
+from service.writer.postgres import PostgresWriter
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.postgres import PostgresCluster, execute_autocommit, find_bindir
 from tests.support.signing import SECRET, encode, example, signed_headers
@@ -62,30 +61,6 @@ async def test_database_down_gives_503_and_a_retry_after_restart_stores(own_clus
         assert (await client.get("/readyz")).status_code == 200
         payload = await client.get("/v1/jobs/video_12345/payload", headers=bearer(token))
         assert payload.json() == example("video_finished.json")
-
-
-async def test_a_postgres_connection_that_failed_during_a_write_is_closed_not_reused(
-        postgres_url):
-    database = Database.from_settings(Settings(database_url=postgres_url))
-    try:
-        seen: list[asyncpg.Connection] = []
-
-        async def fail_mid_delivery() -> None:
-            async with database.ingest() as writer:
-                assert isinstance(writer, PostgresWriter)
-                seen.append(writer.connection)
-                raise RuntimeError("cut off mid-delivery")
-
-        with pytest.raises(RuntimeError, match="cut off"):
-            await fail_mid_delivery()
-        failed = seen[0]
-        assert failed.is_closed()
-        async with database.ingest() as writer:
-            assert isinstance(writer, PostgresWriter)
-            assert writer.connection is not failed
-            assert await writer.connection.fetchval("SELECT 1") == 1
-    finally:
-        await database.dispose()
 
 
 async def test_a_driver_left_in_an_inconsistent_state_gives_503_and_the_retry_stores(

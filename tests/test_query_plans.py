@@ -117,9 +117,9 @@ async def _store_jobs(url: str, starts: range) -> None:
                 received = START + timedelta(minutes=5 * n, seconds=rng.random())
                 batch.append((ingest.prepare(payloads.parse(body)), ingest.IncomingDelivery(
                     body=body, received_at=received, signature_scheme="hmac-sha256")))
-            async with database.ingest() as writer:
-                for prepared, delivery in batch:
-                    await ingest.store(writer, prepared, delivery)
+            writer = database.writer()
+            for prepared, delivery in batch:
+                await ingest.store(writer, prepared, delivery)
     finally:
         await database.dispose()
 

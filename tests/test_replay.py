@@ -39,11 +39,11 @@ async def _add_rejected(settings, body: bytes) -> None:
     """A delivery an earlier, stricter version had rejected, kept with its raw bytes."""
     database = Database.from_settings(settings)
     try:
-        async with database.ingest() as writer:
-            delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
-                                               signature_scheme="hmac-sha256")
-            await ingest.store_rejected(writer, delivery, job_id="video_late",
-                                        error_code="invalid_payload", error="old rule")
+        writer = database.writer()
+        delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
+                                           signature_scheme="hmac-sha256")
+        await ingest.store_rejected(writer, delivery, job_id="video_late",
+                                    error_code="invalid_payload", error="old rule")
     finally:
         await database.dispose()
 

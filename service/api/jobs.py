@@ -114,7 +114,8 @@ async def delete_job(request: Request) -> Response:
     await require_token(request, "admin")
     job_id = job_id_param(request)
     database: Database = request.state.database
-    async with database.ingest() as writer, writer.transaction():
+    writer = database.writer()
+    async with writer.transaction():
         deleted = await writer.delete_job(job_id)
     if not deleted:
         raise not_found(job_id)

@@ -1,0 +1,93 @@
+"""What travels from the HTTP edge to the writers: the delivery as received, the result as
+rows, and the delivery log record. Plain data, no behaviour beyond derived values."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from service import models
+from service.vocabulary import JobKind, JobStatus, Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingDelivery:
+    """What the HTTP edge knows about one authenticated request."""
+
+    body: bytes
+    received_at: datetime
+    signature_scheme: str
+    request_id: str | None = None
+    client_ip: str | None = None
+    body_sha256: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "body_sha256", hashlib.sha256(self.body).hexdigest())
+
+    def record(self, *, job_id: str | None, outcome: Outcome,
+               content_sha256: str | None, error_code: str | None = None,
+               error: str | None = None) -> DeliveryRecord:
+        """The delivery log row for this delivery."""
+        return DeliveryRecord(
+            job_id=job_id, received_at=self.received_at, outcome=outcome,
+            error_code=error_code, error=error, signature_scheme=self.signature_scheme,
+            size=len(self.body), body_sha256=self.body_sha256, content_sha256=content_sha256,
+            request_id=self.request_id, client_ip=self.client_ip)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One row of the delivery log (``deliveries``), field order = :data:`DELIVERY_COLUMNS`."""
+
+    job_id: str | None
+    received_at: datetime
+    outcome: Outcome
+    error_code: str | None
+    error: str | None
+    signature_scheme: str
+    size: int
+    body_sha256: str
+    content_sha256: str | None
+    request_id: str | None
+    client_ip: str | None
+
+    def values(self) -> tuple[Any, ...]:
+        return (self.job_id, self.received_at, self.outcome, self.error_code, self.error,
+                self.signature_scheme, self.size, self.body_sha256, self.content_sha256,
+                self.request_id, self.client_ip)
+
+
+DELIVERY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(DeliveryRecord))
+"""The delivery log's columns, in :meth:`DeliveryRecord.values` order."""
+
+Row = dict[str, Any]
+
+
+@dataclass(slots=True)
+class PreparedResult:
+    """A payload as rows, keyed by table name (only tables that get rows)."""
+
+    job_id: str
+    status: JobStatus
+    kind: JobKind | None
+    error: str | None
+    content_sha256: str
+    n_items: int | None
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+
+    @property
+    def row_count(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+    def counts(self) -> dict[str, int]:
+        """The job's count columns (``jobs.<entity>_count``), by column name."""
+        counts = {}
+        for entity in models.ENTITY_COUNTS:
+            rows = self.rows.get(entity.table, ())
+            if entity.table == "frame_activity":
+                counts[entity.column] = sum(r["frame_count"] for r in rows)
+            else:
+                counts[entity.column] = len(rows)
+        return counts

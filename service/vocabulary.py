@@ -1,0 +1,21 @@
+"""The service's closed sets of values, each defined once: job statuses, job kinds and
+delivery outcomes. Payload validation, the writers, the query API's filters and the OpenAPI
+description all derive from these."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+JobStatus = Literal["finished", "failed"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+
+JobKind = Literal["video", "image_batch"]
+JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
+
+Outcome = Literal["stored", "duplicate", "updated", "ignored", "rejected"]
+"""What a delivery did: ``stored`` (first result of its job), ``duplicate`` (same content as
+stored), ``updated`` (replaced the stored result), ``ignored`` (a ``failed`` after a
+``finished``), ``rejected`` (authenticated but not a usable payload)."""
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+ACCEPTED_OUTCOMES: tuple[Outcome, ...] = ("stored", "duplicate", "updated", "ignored")
+"""The outcomes of a 200 answer."""

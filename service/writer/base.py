@@ -1,0 +1,44 @@
+"""What every database's writer offers :mod:`service.ingest`."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+
+from service.rows import DeliveryRecord, IncomingDelivery, PreparedResult
+
+JobRow = tuple[int, str, str]
+"""(job_pk, status, content_sha256) of a locked job."""
+
+Created = tuple[int, int] | None
+"""(job_pk, delivery_id) of a job just stored, or None when the job already existed."""
+
+NewJob = tuple[PreparedResult, IncomingDelivery]
+
+
+class Writer(Protocol):
+    async def insert_new_job(self, prepared: PreparedResult,
+                             delivery: IncomingDelivery) -> Created:
+        """Atomically, on its own (not inside :meth:`transaction`): if the job is new, write
+        it, the body, its rows and a ``stored`` delivery log row, committed on return, and
+        return (job_pk, delivery_id); if the job exists, write nothing and return None."""
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """Everything written inside commits together when the block ends, or not at all."""
+
+    async def lock_job(self, job_id: str) -> JobRow | None:
+        """The job's row, locked until the transaction ends (other writers of it wait)."""
+
+    async def replace_rows(self, job_pk: int, prepared: PreparedResult,
+                           now: datetime) -> None:
+        """Delete the job's entity rows and write ``prepared``'s instead."""
+
+    async def save_body(self, sha: str, body: bytes) -> None:
+        """Keep a raw body (once per distinct content)."""
+
+    async def log_delivery(self, record: DeliveryRecord) -> int:
+        """Append to the delivery log; returns the delivery's id (never reused)."""
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Remove the job, its rows, its deliveries and bodies no other delivery uses."""

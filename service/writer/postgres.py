@@ -1,0 +1,322 @@
+"""PostgreSQL writes on asyncpg's own pool: no ORM, no pre-ping, no reset round trip.
+
+First deliveries of jobs are group-committed (:mod:`service.writer.group_commit`): the ones
+that arrive together are written by ONE statement, hence one round trip, one transaction and
+one WAL flush for all of them. Data-modifying CTEs insert the jobs (``ON CONFLICT DO
+NOTHING``) and, joined to the jobs they actually created (so that nothing at all is written
+for a job that already exists), the raw bodies, every entity row (``unnest`` of one array per
+column, each row tagged with its delivery's position in the batch) and the delivery log rows.
+If the batch statement fails for a reason of its own data, each delivery is retried alone,
+so one bad delivery never fails the others.
+
+Every other write (a redelivery, a replacement, a rejected delivery, a deletion) runs inside
+:meth:`PostgresWriter.transaction` on one pooled connection. A connection that fails in any
+way is closed, never handed to the next delivery.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from service import models
+from service.rows import DELIVERY_COLUMNS, DeliveryRecord, IncomingDelivery, PreparedResult
+from service.writer.base import Created, JobRow, NewJob
+from service.writer.columns import (
+    ENTITY_TABLES_PARENTS_FIRST,
+    JOB_INSERT_COLUMNS,
+    JOB_VALUE_COLUMNS,
+    entity_columns,
+    job_values,
+    row_getter,
+)
+from service.writer.group_commit import GroupCommit
+
+# Concurrent batch statements per process: enough to overlap one batch's commit with the next
+# batch's transfer; more only splits batches without saving work.
+MAX_CONCURRENT_BATCHES = 3
+MAX_BATCH = 64
+
+# A statement that fails with one of these is about its data, not the connection: the
+# batch is retried one delivery at a time.
+_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                asyncpg.ProgramLimitExceededError)
+
+
+def _pg_type(column: sa.Column[Any]) -> str:
+    dialect: sa.Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    return column.type.compile(dialect=dialect)
+
+
+class _Params:
+    """Numbers ``$n`` placeholders while a statement is composed."""
+
+    def __init__(self, first: int = 1) -> None:
+        self.next = first
+
+    def take(self, cast: str) -> str:
+        placeholder = f"${self.next}::{cast}"
+        self.next += 1
+        return placeholder
+
+
+def _unnest(params: _Params, alias: str, table: sa.Table, columns: Sequence[str],
+            ordinal: bool) -> str:
+    """``unnest($n::t[], ...) AS alias(ord?, columns...)``."""
+    arrays = [params.take("integer[]")] if ordinal else []
+    arrays += [params.take(f"{_pg_type(table.c[name])}[]") for name in columns]
+    names = (["ord"] if ordinal else []) + list(columns)
+    return f"unnest({', '.join(arrays)}) AS {alias}({', '.join(names)})"
+
+
+@functools.cache
+def _batch_sql() -> str:
+    """The group-commit statement; parameters in the order of :func:`_batch_params`."""
+    p = _Params()
+    jobs = models.jobs
+    incoming = _unnest(p, "i", jobs, JOB_INSERT_COLUMNS, ordinal=True)
+    bodies = _unnest(p, "b", models.delivery_bodies, ("sha256", "body"), ordinal=True)
+    entity_ctes = []
+    for name in ENTITY_TABLES_PARENTS_FIRST:
+        table = models.metadata.tables[name]
+        columns = entity_columns(name)
+        source = _unnest(p, "u", table, columns, ordinal=True)
+        entity_ctes.append(
+            f"e_{name} AS (INSERT INTO {name} (job_pk, {', '.join(columns)}) "
+            f"SELECT m.id, {', '.join('u.' + c for c in columns)} "
+            f"FROM {source} JOIN job_map m USING (ord))")
+    logged = _unnest(p, "d", models.deliveries, DELIVERY_COLUMNS, ordinal=True)
+    job_columns = ", ".join(JOB_INSERT_COLUMNS)
+    entities = ",\n        ".join(entity_ctes)
+    return f"""
+        WITH incoming AS (SELECT * FROM {incoming}),
+        job AS (
+            INSERT INTO jobs ({job_columns}) SELECT {job_columns} FROM incoming ORDER BY ord
+            ON CONFLICT (job_id) DO NOTHING RETURNING id, job_id),
+        job_map AS (SELECT i.ord, job.id FROM job JOIN incoming i USING (job_id)),
+        body AS (
+            INSERT INTO delivery_bodies (sha256, body)
+            SELECT b.sha256, b.body FROM {bodies} JOIN job_map USING (ord)
+            ON CONFLICT (sha256) DO NOTHING),
+        {entities},
+        logged AS (
+            INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)})
+            SELECT {', '.join('d.' + c for c in DELIVERY_COLUMNS)}
+            FROM {logged} JOIN job_map USING (ord) RETURNING id, job_id)
+        SELECT job_map.ord, job_map.id AS job_pk, logged.id AS delivery_id
+        FROM job_map JOIN job USING (id) JOIN logged USING (job_id)
+    """
+
+
+def _columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _batch_params(batch: Sequence[NewJob]) -> list[list[Any]]:
+    """One array per placeholder of :func:`_batch_sql`."""
+    job_rows = []
+    body_rows = []
+    delivery_rows = []
+    entity_rows: dict[str, list[tuple[Any, ...]]] = {n: [] for n in ENTITY_TABLES_PARENTS_FIRST}
+    for ord_, (prepared, delivery) in enumerate(batch):
+        now = delivery.received_at
+        job_rows.append((ord_, prepared.job_id, now, *job_values(prepared, now)))
+        body_rows.append((ord_, delivery.body_sha256, delivery.body))
+        record = delivery.record(job_id=prepared.job_id, outcome="stored",
+                                 content_sha256=prepared.content_sha256)
+        delivery_rows.append((ord_, *record.values()))
+        for name, rows in prepared.rows.items():
+            getter = row_getter(name)
+            entity_rows[name].extend((ord_, *getter(row)) for row in rows)
+    params = _columns_of(job_rows, 1 + len(JOB_INSERT_COLUMNS))
+    params += _columns_of(body_rows, 3)
+    for name in ENTITY_TABLES_PARENTS_FIRST:
+        params += _columns_of(entity_rows[name], 1 + len(entity_columns(name)))
+    params += _columns_of(delivery_rows, 1 + len(DELIVERY_COLUMNS))
+    return params
+
+
+@functools.cache
+def _insert_rows_sql() -> str:
+    """Every entity row of one job (``$1`` = its id), parents first."""
+    p = _Params(2)
+    ctes = []
+    for name in ENTITY_TABLES_PARENTS_FIRST:
+        table = models.metadata.tables[name]
+        columns = entity_columns(name)
+        ctes.append(f"e_{name} AS (INSERT INTO {name} (job_pk, {', '.join(columns)}) "
+                    f"SELECT $1::bigint, u.* FROM {_unnest(p, 'u', table, columns, False)})")
+    return f"WITH {', '.join(ctes)} SELECT 1"
+
+
+def _rows_params(prepared: PreparedResult) -> list[list[Any]]:
+    params: list[list[Any]] = []
+    for name in ENTITY_TABLES_PARENTS_FIRST:
+        rows = prepared.rows.get(name, ())
+        getter = row_getter(name)
+        params += _columns_of([getter(r) for r in rows], len(entity_columns(name)))
+    return params
+
+
+@functools.cache
+def _delete_rows_sql() -> str:
+    *children, parent = models.ENTITY_TABLES
+    ctes = ",\n".join(f"d_{t.name} AS (DELETE FROM {t.name} WHERE job_pk = $1)"
+                      for t in children)
+    return f"WITH {ctes}\nDELETE FROM {parent.name} WHERE job_pk = $1"
+
+
+_UPDATE_JOB = (f"UPDATE jobs SET "
+               f"{', '.join(f'{c} = ${i}' for i, c in enumerate(JOB_VALUE_COLUMNS, start=2))} "
+               f"WHERE id = $1")
+_LOG_DELIVERY = (f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
+                 f"VALUES ({', '.join(f'${i}' for i in range(1, len(DELIVERY_COLUMNS) + 1))}) "
+                 f"RETURNING id")
+_SAVE_BODY = ("INSERT INTO delivery_bodies (sha256, body) VALUES ($1, $2) "
+              "ON CONFLICT (sha256) DO NOTHING")
+_DELETE_JOB_AND_DELIVERIES = """
+    WITH gone_job AS (DELETE FROM jobs WHERE id = $1),
+    gone AS (DELETE FROM deliveries WHERE job_id = $2 RETURNING body_sha256)
+    DELETE FROM delivery_bodies b
+    WHERE b.sha256 IN (SELECT body_sha256 FROM gone)
+      AND NOT EXISTS (SELECT 1 FROM deliveries d
+                      WHERE d.body_sha256 = b.sha256 AND d.job_id IS DISTINCT FROM $2)
+"""
+
+
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    """Connections come back from the writers with no session state to undo (asyncpg still
+    rolls back a transaction left open); its default reset would be a round trip per use."""
+
+
+class PostgresPool:
+    """The asyncpg pool of the write path, opened on first use."""
+
+    def __init__(self, dsn: str, *, size: int) -> None:
+        self._dsn = dsn
+        self._size = size
+        self._pool: asyncpg.Pool | None = None
+        self.batches: GroupCommit[NewJob, Created] = GroupCommit(
+            self._write_batch, key=lambda job: job[0].job_id, max_batch=MAX_BATCH,
+            max_concurrent=min(MAX_CONCURRENT_BATCHES, size))
+
+    async def _open(self) -> asyncpg.Pool:
+        if self._pool is None:
+            pool = await asyncpg.create_pool(
+                self._dsn, min_size=0, max_size=self._size, reset=_no_reset, timeout=5,
+                command_timeout=60,
+                server_settings={"application_name": "results-receiver"})
+            if self._pool is None:
+                self._pool = pool
+            else:  # opened concurrently by another task: keep one
+                await pool.close()
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; after any failure inside the block it is closed, not reused
+        (a statement cut off by a server shutdown can leave it mid-protocol)."""
+        pool = await self._open()
+        async with pool.acquire(timeout=10) as conn:
+            try:
+                yield conn
+            except BaseException:
+                conn.terminate()
+                raise
+
+    async def insert_new_job(self, prepared: PreparedResult,
+                             delivery: IncomingDelivery) -> Created:
+        return await self.batches.submit((prepared, delivery))
+
+    async def _write_batch(self, batch: list[NewJob]) -> list[Created | Exception]:
+        async with self.connection() as conn:
+            try:
+                return await self._insert(conn, batch)
+            except _DATA_ERRORS:
+                if len(batch) == 1:
+                    raise
+            results: list[Created | Exception] = []
+            for job in batch:
+                try:
+                    results += await self._insert(conn, [job])
+                except _DATA_ERRORS as exc:
+                    results.append(exc)
+            return results
+
+    @staticmethod
+    async def _insert(conn: asyncpg.Connection,
+                      batch: list[NewJob]) -> list[Created | Exception]:
+        rows = await conn.fetch(_batch_sql(), *_batch_params(batch))
+        created: list[Created | Exception] = [None] * len(batch)
+        for row in rows:
+            created[row["ord"]] = (row["job_pk"], row["delivery_id"])
+        return created
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+class PostgresWriter:
+    """The :class:`service.writer.base.Writer` of PostgreSQL."""
+
+    def __init__(self, pool: PostgresPool) -> None:
+        self._pool = pool
+        self._conn: asyncpg.Connection | None = None
+
+    @property
+    def _connection(self) -> asyncpg.Connection:
+        if self._conn is None:
+            raise RuntimeError("this write needs PostgresWriter.transaction()")
+        return self._conn
+
+    async def insert_new_job(self, prepared: PreparedResult,
+                             delivery: IncomingDelivery) -> Created:
+        return await self._pool.insert_new_job(prepared, delivery)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        async with self._pool.connection() as conn, conn.transaction():
+            self._conn = conn
+            try:
+                yield
+            finally:
+                self._conn = None
+
+    async def lock_job(self, job_id: str) -> JobRow | None:
+        row = await self._connection.fetchrow(
+            "SELECT id, status, content_sha256 FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
+        return None if row is None else (row[0], row[1], row[2])
+
+    async def replace_rows(self, job_pk: int, prepared: PreparedResult,
+                           now: datetime) -> None:
+        conn = self._connection
+        await conn.execute(_delete_rows_sql(), job_pk)
+        await conn.execute(_UPDATE_JOB, job_pk, *job_values(prepared, now))
+        await conn.execute(_insert_rows_sql(), job_pk, *_rows_params(prepared))
+
+    async def save_body(self, sha: str, body: bytes) -> None:
+        await self._connection.execute(_SAVE_BODY, sha, body)
+
+    async def log_delivery(self, record: DeliveryRecord) -> int:
+        delivery_id: int = await self._connection.fetchval(_LOG_DELIVERY, *record.values())
+        return delivery_id
+
+    async def delete_job(self, job_id: str) -> bool:
+        conn = self._connection
+        job_pk = await conn.fetchval("SELECT id FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
+        if job_pk is None:
+            return False
+        await conn.execute(_delete_rows_sql(), job_pk)
+        await conn.execute(_DELETE_JOB_AND_DELIVERIES, job_pk, job_id)
+        return True
