@@ -30,14 +30,14 @@ from service.metrics import Metrics, metrics_endpoint
 from service.middleware import KeepJobIdWhole, RequestObserver
 from service.migrations import head_revision
 from service.signatures import SignatureVerifier
-from service.webhooks import receive_analysis_result
+from service.webhooks import AnalysisWebhook
 
 log = structlog.get_logger("service.app")
 
 
 def routes() -> list[Route]:
     return [
-        Route("/webhooks/analysis", receive_analysis_result, methods=["POST"]),
+        Route("/webhooks/analysis", AnalysisWebhook(), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -9,6 +9,7 @@ memory. Each app gets its own registry, so several apps in one process never col
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -59,6 +60,16 @@ class Metrics:
         self.in_flight = Gauge(
             "receiver_http_requests_in_flight", "HTTP requests being served",
             registry=registry, multiprocess_mode="livesum")
+
+        self._deliveries: dict[tuple[str, int], Any] = {}
+
+    def delivery(self, outcome: str, status: int) -> Any:
+        """The counter of deliveries with this outcome and status (its child looked up once)."""
+        child = self._deliveries.get((outcome, status))
+        if child is None:
+            child = self._deliveries[outcome, status] = self.deliveries.labels(
+                outcome, str(status))
+        return child
 
     def render(self) -> bytes:
         directory = multiprocess_dir()
