@@ -121,3 +121,11 @@ async def test_a_postgres_connection_that_failed_inside_a_write_is_closed_not_re
             assert alive == 0
     finally:
         await database.dispose()
+
+
+def test_a_delivery_record_gives_its_values_in_the_order_of_the_delivery_log_columns() -> None:
+    from service.rows import DELIVERY_COLUMNS, DeliveryRecord
+
+    record = DeliveryRecord(*(f"value-{name}" for name in DELIVERY_COLUMNS))  # type: ignore[arg-type]
+    assert record.values() == tuple(getattr(record, name) for name in DELIVERY_COLUMNS)
+    assert record.values() == tuple(f"value-{name}" for name in DELIVERY_COLUMNS)
