@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from service import payloads
+from service import cjk, payloads
 from service.payloads import Payload
 from service.writer import Writer, delivery_values
 
@@ -216,6 +216,7 @@ def _ocr_rows(item: int, ocr: Sequence[payloads.OcrResult] | None,
             "full_text": text.full_text, "has_time_segment": segment is not None,
             "start_seconds": segment.start_seconds if segment else None,
             "end_seconds": segment.end_seconds if segment else None,
+            "search_terms": cjk.search_terms(text.full_text),
         })
 
 

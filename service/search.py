@@ -4,20 +4,22 @@
 quoted before it reaches the database's query language, so ``off-leash``, ``dogs:``, quotes,
 ``*``, parentheses or CJK text can never be a syntax error. A row matches when it contains
 every word (as a word or a word prefix) or, for three characters or more, contains ``q`` as
-a substring (trigram indexes): that second rule finds text the word tokenizers do not split,
-such as CJK. Word matches rank above substring-only matches.
+a substring (trigram indexes). CJK runs, which the word tokenizers do not split, are searched
+as the overlapping character pairs stored with the text (:mod:`service.cjk`): every pair of
+the query must appear, and a single character is a prefix of a pair or a run's last character.
+Word matches rank above substring-only matches.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_WORDS = re.compile(r"\w+")
-_MAX_WORDS = 16
+from service import cjk
+
+_MAX_TERMS = 32
 _MIN_SUBSTRING = 3
 
 _COLUMNS = """
@@ -30,8 +32,9 @@ _JOINS = """
 """
 
 
-def words(q: str) -> list[str]:
-    return _WORDS.findall(q.lower())[:_MAX_WORDS]
+def terms(q: str) -> list[tuple[str, bool]]:
+    """The words of ``q`` (CJK runs as character pairs), each with whether it is a prefix."""
+    return cjk.query_terms(q.lower())[:_MAX_TERMS]
 
 
 def _like_pattern(q: str) -> str:
@@ -40,12 +43,12 @@ def _like_pattern(q: str) -> str:
 
 
 def _postgres(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
-    terms = words(q)
-    use_words = bool(terms)
+    query_terms = terms(q)
+    use_words = bool(query_terms)
     use_substring = len(q) >= _MIN_SUBSTRING
     if not (use_words or use_substring):
         return None
-    tsquery = " & ".join(f"'{t}':*" for t in terms)
+    tsquery = " & ".join(f"'{t}'{':*' if prefix else ''}" for t, prefix in query_terms)
     matches = []
     if use_words:
         matches.append("o.search_vector @@ to_tsquery('simple', :tsquery)")
@@ -73,10 +76,10 @@ def _postgres(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None
 
 
 def _sqlite(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
-    terms = words(q)
+    query_terms = terms(q)
     use_substring = len(q) >= _MIN_SUBSTRING
     hits = []
-    if terms:
+    if query_terms:
         hits.append("SELECT rowid AS id, bm25(ocr_words) AS score FROM ocr_words "
                     "WHERE ocr_words MATCH :words")
     if use_substring:
@@ -99,7 +102,7 @@ def _sqlite(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
         ORDER BY page.score, o.id DESC
     """  # noqa: S608
     return sql, {
-        "words": " AND ".join(f'"{t}"*' for t in terms),
+        "words": " AND ".join(f'"{t}"{"*" if prefix else ""}' for t, prefix in query_terms),
         "phrase": '"' + q.replace('"', '""') + '"',
         "language": language,
     }
