@@ -51,6 +51,10 @@ _CJK = (
 _TOKEN = re.compile(rf"(?:\w|[{_CJK}])+")
 _PIECE = re.compile(rf"([{_CJK}]+)|[^{_CJK}]+")
 _RUN = re.compile(rf"[{_CJK}]+")
+# At most about 400 kB in a tsvector (4 bytes per character, 9 more per term), leaving room
+# for the text's own words under PostgreSQL's 1 MB limit.
+_MAX_TERMS = 20_000
+_MAX_TERM_CHARS = 60_000
 
 
 def _pieces(text: str) -> Iterator[tuple[str, bool, bool]]:
@@ -69,17 +73,31 @@ def _pairs(run: str) -> Iterator[str]:
     return (run[i:i + 2] for i in range(len(run) - 1))
 
 
+def _text_terms(text: str) -> Iterator[str]:
+    for piece, is_cjk, glued in _pieces(text):
+        if is_cjk:
+            yield from _pairs(piece)
+            yield piece[-1]
+        elif glued:
+            yield piece
+
+
 def search_terms(text: str | None) -> str | None:
-    """The terms stored with ``text`` (space-separated), or None when it has no CJK."""
+    """The terms stored with ``text`` (space-separated, each once), or None when it has no
+    CJK. A very long text keeps the terms of its beginning, up to ``_MAX_TERMS`` terms and
+    ``_MAX_TERM_CHARS`` characters: PostgreSQL refuses a tsvector of 1 MB or more (the rest
+    is still found by substring, from three characters)."""
     if not text or _RUN.search(text) is None:
         return None
     terms: dict[str, None] = {}  # an ordered set
-    for piece, is_cjk, glued in _pieces(text):
-        if is_cjk:
-            terms.update(dict.fromkeys(_pairs(piece)))
-            terms[piece[-1]] = None
-        elif glued:
-            terms[piece] = None
+    size = 0
+    for term in _text_terms(text):
+        if len(terms) == _MAX_TERMS:
+            break
+        if term in terms or size + len(term) + 1 > _MAX_TERM_CHARS:
+            continue
+        size += len(term) + 1
+        terms[term] = None
     return " ".join(terms) or None
 
 

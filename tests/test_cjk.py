@@ -61,3 +61,13 @@ def test_query_pairs_are_exact_and_single_characters_and_other_words_prefixes():
     assert query_terms("usb充電 off-leash") == [("usb", True), ("充電", False), ("off", True),
                                               ("leash", True)]
     assert query_terms('"*:()\' NEAR') == [("NEAR", True)]
+
+
+def test_a_very_long_text_keeps_the_terms_of_its_beginning_within_bounds():
+    text = "".join(chr(0x4E00 + i) for i in range(20_000)) * 3
+    terms = search_terms(text)
+    assert terms is not None
+    assert terms.startswith("\u4e00\u4e01 \u4e01\u4e02 ")
+    assert len(terms) <= 60_000
+    assert len(terms.split()) <= 20_000
+    assert search_terms("a" * 100_000 + "東") == "東"

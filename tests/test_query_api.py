@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import random
 
 import pytest
 import sqlalchemy as sa
@@ -406,3 +407,15 @@ async def test_deleting_every_job_empties_every_table(client, settings, examples
         assert response.status_code == 204
     counts = await table_counts(settings)
     assert counts == dict.fromkeys(counts, 0)
+
+
+async def test_a_huge_cjk_text_is_stored_and_found_by_its_start_and_by_substring(
+        client, read_token):
+    """200,000 random ideographs: their pairs alone would exceed PostgreSQL's 1 MB tsvector."""
+    rng = random.Random(7)
+    text = "".join(chr(rng.randrange(0x4E00, 0xA000)) for _ in range(200_000))
+    await _deliver_ocr(client, "image_batch_huge", [text])
+    for q in (text[:2], text[1], text[-3:]):
+        response = await client.get("/v1/search/ocr", params={"q": q},
+                                    headers=bearer(read_token))
+        assert [h["full_text"] for h in response.json()["data"]] == [text]
