@@ -87,7 +87,7 @@ def search_terms(text: str | None) -> str | None:
     CJK. A very long text keeps the terms of its beginning, up to ``_MAX_TERMS`` terms and
     ``_MAX_TERM_CHARS`` characters: PostgreSQL refuses a tsvector of 1 MB or more (the rest
     is still found by substring, from three characters)."""
-    if not text or _RUN.search(text) is None:
+    if not text or text.isascii() or _RUN.search(text) is None:
         return None
     terms: dict[str, None] = {}  # an ordered set
     size = 0
