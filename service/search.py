@@ -7,7 +7,8 @@ every word (as a word or a word prefix) or, for three characters or more, contai
 a substring (trigram indexes). CJK runs, which the word tokenizers do not split, are searched
 as the overlapping character pairs stored with the text (:mod:`service.cjk`): every pair of
 the query must appear, and a single character is a prefix of a pair or a run's last character.
-Word matches rank above substring-only matches.
+Word matches that are also exact substrings rank first, then other word matches, then
+substring-only matches.
 """
 
 from __future__ import annotations
@@ -57,20 +58,23 @@ def _postgres(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None
     rank_words = "ts_rank(o.search_vector, to_tsquery('simple', :tsquery))" if use_words else "0"
     rank_substring = "CASE WHEN o.full_text ILIKE :pattern THEN 0.01 ELSE 0 END" if (
         use_substring) else "0"
+    # A word match that is also an exact substring comes first: CJK character pairs can all
+    # appear in a text without being side by side.
+    exact = " AND ".join(matches) if len(matches) == 2 else "false"
     language_filter = "AND o.language_code = :language" if language is not None else ""
     # Only constant fragments are joined here; every user value is a bound parameter. The page
     # is ranked and cut inside ocr_texts; only its rows are joined to their job and item.
     sql = f"""
         SELECT {_COLUMNS}, page.rank
         FROM (
-            SELECT o.id, ({rank_words} + {rank_substring}) AS rank
+            SELECT o.id, ({rank_words} + {rank_substring}) AS rank, ({exact}) AS exact
             FROM ocr_texts o
             WHERE ({' OR '.join(matches)}) {language_filter}
-            ORDER BY rank DESC, o.id DESC
+            ORDER BY exact DESC, rank DESC, o.id DESC
             LIMIT :limit OFFSET :offset
         ) page
         JOIN ocr_texts o ON o.id = page.id {_JOINS}
-        ORDER BY page.rank DESC, o.id DESC
+        ORDER BY page.exact DESC, page.rank DESC, o.id DESC
     """  # noqa: S608
     return sql, {"tsquery": tsquery, "pattern": _like_pattern(q), "language": language}
 
@@ -88,18 +92,19 @@ def _sqlite(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
     if not hits:
         return None
     language_filter = "AND o.language_code = :language" if language is not None else ""
+    # A row found by both (a word match that is also an exact substring) comes first.
     sql = f"""
         WITH hits AS MATERIALIZED ({' UNION ALL '.join(hits)}),
              page AS MATERIALIZED (
-                SELECT o.id, min(hits.score) AS score
+                SELECT o.id, min(hits.score) AS score, count(*) AS found_by
                 FROM hits JOIN ocr_texts o ON o.id = hits.id
                 WHERE 1 = 1 {language_filter}
                 GROUP BY o.id
-                ORDER BY score, o.id DESC
+                ORDER BY found_by DESC, score, o.id DESC
                 LIMIT :limit OFFSET :offset)
         SELECT {_COLUMNS}, -page.score AS rank
         FROM page JOIN ocr_texts o ON o.id = page.id {_JOINS}
-        ORDER BY page.score, o.id DESC
+        ORDER BY page.found_by DESC, page.score, o.id DESC
     """  # noqa: S608
     return sql, {
         "words": " AND ".join(f'"{t}"{"*" if prefix else ""}' for t, prefix in query_terms),

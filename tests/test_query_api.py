@@ -267,6 +267,14 @@ async def test_cjk_search_needs_its_characters_side_by_side(client, read_token):
     assert await found("虎") == []
 
 
+async def test_exact_cjk_substring_ranks_above_a_text_with_only_its_pairs(client, read_token):
+    await _deliver_ocr(client, "image_batch_cjk", ["遛狗 禁止 止遛 遛狗 禁止", "禁止遛狗"])
+    response = await client.get("/v1/search/ocr", params={"q": "禁止遛狗"},
+                                headers=bearer(read_token))
+    assert [h["full_text"] for h in response.json()["data"]] == ["禁止遛狗",
+                                                                 "遛狗 禁止 止遛 遛狗 禁止"]
+
+
 async def test_search_finds_mixed_latin_and_cjk_text(client, read_token):
     await _deliver_ocr(client, "image_batch_mixed",
                        ["USB充電器 for iPhone", "iPhone用ケース", "Parking only"])
