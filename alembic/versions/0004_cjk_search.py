@@ -4,7 +4,9 @@
 generated ``search_vector`` is redefined over ``full_text`` and ``search_terms``. SQLite: the
 ``ocr_words`` FTS5 table gets a second column, ``search_terms``, and the triggers of migration
 0002 are recreated to keep it in sync; ``ocr_trigrams`` (substrings of the text) is unchanged.
-Existing rows are backfilled in batches, before the index is built.
+A later migration that rebuilds ``ocr_texts`` in batch mode must recreate these triggers.
+Existing rows are backfilled in batches, before the index is built; on PostgreSQL adding the
+generated column rewrites ``ocr_texts`` once.
 
 Revision ID: 0004
 Revises: 0002
