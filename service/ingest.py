@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service import payloads
+from service import cjk, payloads
 from service.payloads import Payload
 from service.rows import IncomingDelivery, PreparedResult, Row
 from service.vectors import pack_doubles
@@ -147,6 +147,7 @@ def _ocr_rows(item: int, ocr: Sequence[payloads.OcrResult] | None,
             "full_text": text.full_text, "has_time_segment": segment is not None,
             "start_seconds": segment.start_seconds if segment else None,
             "end_seconds": segment.end_seconds if segment else None,
+            "search_terms": cjk.search_terms(text.full_text),
         })
 
 

@@ -199,7 +199,11 @@ class SectionSegment(SQLModel, table=True):
 
 
 class OcrText(SQLModel, table=True):
-    """OCR lines carry a surrogate ``id``: the full-text indexes refer to rows by it."""
+    """OCR lines carry a surrogate ``id``: the full-text indexes refer to rows by it.
+
+    ``search_terms`` holds the extra search terms of a text containing CJK (see
+    :mod:`service.cjk`), NULL for any other text; it is indexed with ``full_text`` and never
+    part of the payload."""
 
     __tablename__ = "ocr_texts"
     __table_args__ = (
@@ -217,6 +221,7 @@ class OcrText(SQLModel, table=True):
     has_time_segment: bool = Field(default=False, sa_type=sa.Boolean)
     start_seconds: float | None = _double()
     end_seconds: float | None = _double()
+    search_terms: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class PersonScene(SQLModel, table=True):

@@ -4,20 +4,23 @@
 quoted before it reaches the database's query language, so ``off-leash``, ``dogs:``, quotes,
 ``*``, parentheses or CJK text can never be a syntax error. A row matches when it contains
 every word (as a word or a word prefix) or, for three characters or more, contains ``q`` as
-a substring (trigram indexes): that second rule finds text the word tokenizers do not split,
-such as CJK. Word matches rank above substring-only matches.
+a substring (trigram indexes). CJK runs, which the word tokenizers do not split, are searched
+as the overlapping character pairs stored with the text (:mod:`service.cjk`): every pair of
+the query must appear, and a single character is a prefix of a pair or a run's last character.
+Word matches that are also exact substrings rank first, then other word matches, then
+substring-only matches.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_WORDS = re.compile(r"\w+")
-_MAX_WORDS = 16
+from service import cjk
+
+_MAX_TERMS = 32
 _MIN_SUBSTRING = 3
 
 _COLUMNS = """
@@ -30,8 +33,9 @@ _JOINS = """
 """
 
 
-def words(q: str) -> list[str]:
-    return _WORDS.findall(q.lower())[:_MAX_WORDS]
+def terms(q: str) -> list[tuple[str, bool]]:
+    """The words of ``q`` (CJK runs as character pairs), each with whether it is a prefix."""
+    return cjk.query_terms(q.lower())[:_MAX_TERMS]
 
 
 def _like_pattern(q: str) -> str:
@@ -40,12 +44,12 @@ def _like_pattern(q: str) -> str:
 
 
 def _postgres(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
-    terms = words(q)
-    use_words = bool(terms)
+    query_terms = terms(q)
+    use_words = bool(query_terms)
     use_substring = len(q) >= _MIN_SUBSTRING
     if not (use_words or use_substring):
         return None
-    tsquery = " & ".join(f"'{t}':*" for t in terms)
+    tsquery = " & ".join(f"'{t}'{':*' if prefix else ''}" for t, prefix in query_terms)
     matches = []
     if use_words:
         matches.append("o.search_vector @@ to_tsquery('simple', :tsquery)")
@@ -54,29 +58,32 @@ def _postgres(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None
     rank_words = "ts_rank(o.search_vector, to_tsquery('simple', :tsquery))" if use_words else "0"
     rank_substring = "CASE WHEN o.full_text ILIKE :pattern THEN 0.01 ELSE 0 END" if (
         use_substring) else "0"
+    # A word match that is also an exact substring comes first: CJK character pairs can all
+    # appear in a text without being side by side.
+    exact = " AND ".join(matches) if len(matches) == 2 else "false"
     language_filter = "AND o.language_code = :language" if language is not None else ""
     # Only constant fragments are joined here; every user value is a bound parameter. The page
     # is ranked and cut inside ocr_texts; only its rows are joined to their job and item.
     sql = f"""
         SELECT {_COLUMNS}, page.rank
         FROM (
-            SELECT o.id, ({rank_words} + {rank_substring}) AS rank
+            SELECT o.id, ({rank_words} + {rank_substring}) AS rank, ({exact}) AS exact
             FROM ocr_texts o
             WHERE ({' OR '.join(matches)}) {language_filter}
-            ORDER BY rank DESC, o.id DESC
+            ORDER BY exact DESC, rank DESC, o.id DESC
             LIMIT :limit OFFSET :offset
         ) page
         JOIN ocr_texts o ON o.id = page.id {_JOINS}
-        ORDER BY page.rank DESC, o.id DESC
+        ORDER BY page.exact DESC, page.rank DESC, o.id DESC
     """  # noqa: S608
     return sql, {"tsquery": tsquery, "pattern": _like_pattern(q), "language": language}
 
 
 def _sqlite(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
-    terms = words(q)
+    query_terms = terms(q)
     use_substring = len(q) >= _MIN_SUBSTRING
     hits = []
-    if terms:
+    if query_terms:
         hits.append("SELECT rowid AS id, bm25(ocr_words) AS score FROM ocr_words "
                     "WHERE ocr_words MATCH :words")
     if use_substring:
@@ -85,21 +92,22 @@ def _sqlite(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
     if not hits:
         return None
     language_filter = "AND o.language_code = :language" if language is not None else ""
+    # A row found by both (a word match that is also an exact substring) comes first.
     sql = f"""
         WITH hits AS MATERIALIZED ({' UNION ALL '.join(hits)}),
              page AS MATERIALIZED (
-                SELECT o.id, min(hits.score) AS score
+                SELECT o.id, min(hits.score) AS score, count(*) AS found_by
                 FROM hits JOIN ocr_texts o ON o.id = hits.id
                 WHERE 1 = 1 {language_filter}
                 GROUP BY o.id
-                ORDER BY score, o.id DESC
+                ORDER BY found_by DESC, score, o.id DESC
                 LIMIT :limit OFFSET :offset)
         SELECT {_COLUMNS}, -page.score AS rank
         FROM page JOIN ocr_texts o ON o.id = page.id {_JOINS}
-        ORDER BY page.score, o.id DESC
+        ORDER BY page.found_by DESC, page.score, o.id DESC
     """  # noqa: S608
     return sql, {
-        "words": " AND ".join(f'"{t}"*' for t in terms),
+        "words": " AND ".join(f'"{t}"{"*" if prefix else ""}' for t, prefix in query_terms),
         "phrase": '"' + q.replace('"', '""') + '"',
         "language": language,
     }

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service import models
-from service.config import async_url
+from service import models, search
+from service.config import Settings, async_url
+from service.db import Database
 from service.migrations import alembic_config, head_revision, include_object, upgrade
+from tests.support.postgres import execute_autocommit
 
 pytestmark = pytest.mark.anyio
 
@@ -65,3 +73,92 @@ def test_downgrade_to_base_and_upgrade_again_round_trips(tmp_path):
     finally:
         engine.dispose()
     assert set(models.metadata.tables) <= tables
+
+
+# --- 0004: CJK search terms of rows stored before it ----------------------------------------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all, to migrate step by step."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    admin_url: str = request.getfixturevalue("postgres_admin_url")
+    name = "m_" + uuid.uuid4().hex[:12]
+    execute_autocommit(admin_url, f"CREATE DATABASE {name}")
+    yield f"{admin_url.rpartition('/')[0]}/{name}"
+    execute_autocommit(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+FILLER_ROWS = 2_500  # more than one backfill batch before the CJK rows
+OLD_CJK_TEXTS = ["禁止遛狗", "遛一遛小狗", "東京タワーへようこそ", "서울에서 만나요"]
+
+
+def _store_rows_at_0002(connection: sa.Connection) -> None:
+    """A job as revision 0002 stores it (no search_terms column yet), written directly."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    texts = [f"line {i}" for i in range(FILLER_ROWS)] + OLD_CJK_TEXTS
+    connection.execute(sa.text(
+        "INSERT INTO jobs (id, job_id, kind, status, content_sha256, received_at, updated_at, "
+        "scene_count, activity_count, section_count, segment_count, ocr_count, "
+        "person_scene_count, person_count, tag_count, item_count) VALUES (1, 'old_job', "
+        "'image_batch', 'finished', 'x', :now, :now, 0, 0, 0, 0, :n, 0, 0, 0, 1)"),
+        {"now": now, "n": len(texts)})
+    connection.execute(sa.text(
+        "INSERT INTO media_items (job_pk, item_index, media_type, external_id, has_result, "
+        "n_ocr) VALUES (1, 0, 'image', 'a', true, :n)"), {"n": len(texts)})
+    connection.execute(sa.text(
+        "INSERT INTO ocr_texts (job_pk, item_index, ocr_index, full_text, has_time_segment) "
+        "VALUES (1, 0, :index, :text, false)"),
+        [{"index": i, "text": text} for i, text in enumerate(texts)])
+    connection.commit()
+
+
+async def _texts_found(url: str, q: str) -> list[str]:
+    database = Database.from_settings(Settings(database_url=url, webhook_secrets=("s",)))
+    try:
+        async with database.read() as conn:
+            hits, _ = await search.search_ocr(conn, q, language_code=None, limit=10, offset=0)
+    finally:
+        await database.dispose()
+    return sorted(hit["full_text"] for hit in hits)
+
+
+async def test_upgrade_from_0002_backfills_cjk_search_terms_so_old_rows_are_found(
+        empty_database_url):
+    url = empty_database_url
+    await anyio.to_thread.run_sync(upgrade, url, "0002")
+    await _run(url, _store_rows_at_0002)
+    assert await _texts_found(url, "遛狗") == []  # one word to 0002's tokenizers
+
+    await anyio.to_thread.run_sync(upgrade, url)
+    assert await _texts_found(url, "遛狗") == ["禁止遛狗"]
+    assert await _texts_found(url, "遛") == ["禁止遛狗", "遛一遛小狗"]
+    assert await _texts_found(url, "東京") == ["東京タワーへようこそ"]
+    assert await _texts_found(url, "에서") == ["서울에서 만나요"]
+    assert await _texts_found(url, "line 2499") == ["line 2499"]
+    ocr = models.metadata.tables["ocr_texts"]
+
+    def terms(connection: sa.Connection) -> dict[str | None, str | None]:
+        rows = connection.execute(sa.select(ocr.c.full_text, ocr.c.search_terms).where(
+            ocr.c.search_terms.is_not(None)))
+        return {row.full_text: row.search_terms for row in rows}
+
+    assert set(await _run(url, terms)) == set(OLD_CJK_TEXTS)
+
+
+async def test_downgrade_of_0004_keeps_word_search_and_upgrades_again(empty_database_url):
+    url = empty_database_url
+    await anyio.to_thread.run_sync(upgrade, url, "0002")
+    await _run(url, _store_rows_at_0002)
+    await anyio.to_thread.run_sync(upgrade, url)
+    await anyio.to_thread.run_sync(command.downgrade, alembic_config(url), "0002")
+
+    def columns(connection: sa.Connection) -> set[str]:
+        return {c["name"] for c in sa.inspect(connection).get_columns("ocr_texts")}
+
+    assert "search_terms" not in await _run(url, columns)
+    assert await _texts_found(url, "line 2499") == ["line 2499"]
+    assert await _texts_found(url, "遛狗") == []
+    await anyio.to_thread.run_sync(upgrade, url)
+    assert await _texts_found(url, "遛狗") == ["禁止遛狗"]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import functools
+import random
 
+import pytest
+import sqlalchemy as sa
+
+from service import models
 from tests.conftest import bearer
-from tests.support.db import table_counts
+from tests.support.db import fetch_all, table_counts
 from tests.support.signing import encode, example, signed_headers
 
 pytestmark = pytest.mark.anyio
@@ -166,7 +171,9 @@ async def test_path_tricks_in_job_ids_are_plain_404s(client, examples, read_toke
 
 HOSTILE = ["off-leash", "dogs:", '"', '"no dogs"', "'", "*", "dog*", "(", "()", "(leash)",
            "NEAR(a b)", "a AND", "OR", "NOT", "-leash", "leash -dogs", "\\", "%", "_", "%_%",
-           "東京", "東京タワー", "no", "日", "😀", "a" * 200, "::", "^", "{}", "[x]", "dogs; --"]
+           "東京", "東京タワー", "no", "日", "😀", "a" * 200, "::", "^", "{}", "[x]", "dogs; --",
+           '"遛狗"', "遛*", "遛:狗", "(遛狗)", "遛 OR 狗", "NEAR(遛 狗)", "遛'狗", "遛" * 200,
+           "".join(chr(0x4E00 + i) for i in range(200)), "ﾀﾜｰ", "・", "。"]
 
 
 @pytest.mark.parametrize("q", HOSTILE)
@@ -211,6 +218,84 @@ async def test_search_finds_cjk_substrings(client, read_token):
     response = await client.get("/v1/search/ocr", params={"q": "タワー"},
                                 headers=bearer(read_token))
     assert [h["full_text"] for h in response.json()["data"]] == ["東京タワーへようこそ"]
+
+
+async def _deliver_ocr(client, job_id: str, texts: list[str]) -> None:
+    document = example("image_batch_finished.json")
+    document["job_id"] = job_id
+    document["items"][0]["result"]["ocr_results"] = [{"full_text": t} for t in texts]
+    await deliver(client, document)
+
+
+async def _texts_found(client, token: str, q: str) -> list[str]:
+    response = await client.get("/v1/search/ocr", params={"q": q}, headers=bearer(token))
+    assert response.status_code == 200, response.text
+    return sorted(h["full_text"] for h in response.json()["data"])
+
+
+CJK_TEXTS = ["禁止遛狗", "遛一遛小狗", "東京タワーへようこそ", "서울에서 만나요"]
+
+
+async def test_search_finds_cjk_words_of_one_and_two_characters(client, read_token):
+    await _deliver_ocr(client, "image_batch_cjk", CJK_TEXTS)
+    found = functools.partial(_texts_found, client, read_token)
+    assert await found("遛狗") == ["禁止遛狗"]
+    assert await found("禁止") == ["禁止遛狗"]
+    assert await found("遛") == ["禁止遛狗", "遛一遛小狗"]
+    assert await found("狗") == ["禁止遛狗", "遛一遛小狗"]
+    assert await found("禁") == ["禁止遛狗"]
+    assert await found("禁止遛狗") == ["禁止遛狗"]
+    assert await found("東京") == ["東京タワーへようこそ"]
+    assert await found("へ") == ["東京タワーへようこそ"]
+    assert await found("よう") == ["東京タワーへようこそ"]
+    assert await found("ワー") == ["東京タワーへようこそ"]
+    assert await found("ﾀﾜｰ") == ["東京タワーへようこそ"]  # halfwidth katakana
+    assert await found("에서") == ["서울에서 만나요"]
+    assert await found("울") == ["서울에서 만나요"]
+    assert await found("만나") == ["서울에서 만나요"]
+
+
+async def test_cjk_search_needs_its_characters_side_by_side(client, read_token):
+    await _deliver_ocr(client, "image_batch_cjk", CJK_TEXTS)
+    found = functools.partial(_texts_found, client, read_token)
+    assert await found("遛狗") == ["禁止遛狗"]  # not 遛一遛小狗: 遛 and 狗 apart
+    assert await found("一狗") == []
+    assert await found("狗遛") == []
+    assert await found("禁遛狗") == []
+    assert await found("京へ") == []
+    assert await found("서만") == []
+    assert await found("虎") == []
+
+
+async def test_exact_cjk_substring_ranks_above_a_text_with_only_its_pairs(client, read_token):
+    await _deliver_ocr(client, "image_batch_cjk", ["遛狗 禁止 止遛 遛狗 禁止", "禁止遛狗"])
+    response = await client.get("/v1/search/ocr", params={"q": "禁止遛狗"},
+                                headers=bearer(read_token))
+    assert [h["full_text"] for h in response.json()["data"]] == ["禁止遛狗",
+                                                                 "遛狗 禁止 止遛 遛狗 禁止"]
+
+
+async def test_search_finds_mixed_latin_and_cjk_text(client, read_token):
+    await _deliver_ocr(client, "image_batch_mixed",
+                       ["USB充電器 for iPhone", "iPhone用ケース", "Parking only"])
+    found = functools.partial(_texts_found, client, read_token)
+    assert await found("USB充電") == ["USB充電器 for iPhone"]
+    assert await found("充電 usb") == ["USB充電器 for iPhone"]
+    assert await found("iphone") == ["USB充電器 for iPhone", "iPhone用ケース"]
+    assert await found("用") == ["iPhone用ケース"]
+    assert await found("ケース iPhone") == ["iPhone用ケース"]
+    assert await found("ケース android") == []
+    assert await found("parking 充電") == []
+    assert await found("parking") == ["Parking only"]
+
+
+async def test_only_text_with_cjk_stores_search_terms(client, settings):
+    await _deliver_ocr(client, "image_batch_mixed",
+                       ["禁止遛狗", "No dogs off leash", "Ünïcode café 2026", "USB充電器"])
+    ocr = models.metadata.tables["ocr_texts"]
+    rows = await fetch_all(settings, sa.select(ocr.c.full_text, ocr.c.search_terms))
+    assert dict(rows) == {"禁止遛狗": "禁止 止遛 遛狗 狗", "No dogs off leash": None,
+                          "Ünïcode café 2026": None, "USB充電器": "USB 充電 電器 器"}
 
 
 async def test_search_ranks_word_matches_and_paginates(client, read_token):
@@ -330,3 +415,15 @@ async def test_deleting_every_job_empties_every_table(client, settings, examples
         assert response.status_code == 204
     counts = await table_counts(settings)
     assert counts == dict.fromkeys(counts, 0)
+
+
+async def test_a_huge_cjk_text_is_stored_and_found_by_its_start_and_by_substring(
+        client, read_token):
+    """200,000 random ideographs: their pairs alone would exceed PostgreSQL's 1 MB tsvector."""
+    rng = random.Random(7)
+    text = "".join(chr(rng.randrange(0x4E00, 0xA000)) for _ in range(200_000))
+    await _deliver_ocr(client, "image_batch_huge", [text])
+    for q in (text[:2], text[1], text[-3:]):
+        response = await client.get("/v1/search/ocr", params={"q": q},
+                                    headers=bearer(read_token))
+        assert [h["full_text"] for h in response.json()["data"]] == [text]

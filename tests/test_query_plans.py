@@ -53,6 +53,7 @@ WORDS = [f"{a}{b}" for a in ("sun", "moon", "star", "rain", "wind", "snow", "lea
 COMMON_WORD = WORDS[3]
 RARE_WORD = "quixotically"  # in a few dozen lines
 RARE_SUBSTRING = "xotical"
+RARE_CJK = "Zone禁止遛狗"  # CJK glued to Latin, in a few dozen lines
 SECTION_TAGS = [f"scene-{i}" for i in range(40)]
 IMAGE_TAGS = [f"object-{i}" for i in range(60)]
 
@@ -61,6 +62,8 @@ def _ocr_line(rng: random.Random, n: int) -> str:
     words = rng.sample(WORDS, 5)
     if n % 1000 == 7:
         words.insert(2, RARE_WORD)
+    if n % 1000 == 13:
+        words.insert(1, RARE_CJK)
     return " ".join(words)
 
 
@@ -319,6 +322,10 @@ QUERIES: dict[str, Query] = {
     "ocr-search-word-prefix": _ocr_search(RARE_WORD[:6]),
     "ocr-search-substring": _ocr_search(RARE_SUBSTRING),
     "ocr-search-word-and-language": _ocr_search(RARE_WORD, "en"),
+    "ocr-search-cjk-pair": _ocr_search("遛狗"),
+    "ocr-search-cjk-character": _ocr_search("遛"),
+    "ocr-search-cjk-pairs-and-substring": _ocr_search("禁止遛狗"),
+    "ocr-search-latin-and-cjk": _ocr_search("zone 止遛"),
     "sections-by-tag": _sections(tag="scene-7"),
     "sections-by-tag-critical-confidence": _sections(tag="scene-7", critical=True,
                                                      min_confidence=0.5),
