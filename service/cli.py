@@ -12,6 +12,7 @@ import asyncio
 import base64
 import os
 import secrets
+import sqlite3
 import sys
 import tempfile
 import time
@@ -20,11 +21,12 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+import asyncpg
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import signatures
-from service.config import PREFIX, ConfigError, Settings, redact_url
+from service import db_errors, signatures
+from service.config import DEFAULT_DATABASE_URL, PREFIX, ConfigError, Settings, redact_url
 from service.logging import configure_logging
 
 log = structlog.get_logger("service.cli")
@@ -346,12 +348,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except SQLAlchemyError as exc:
-        print(f"error: the database is unreachable or failed: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except (SQLAlchemyError, OSError, asyncpg.PostgresError, sqlite3.Error) as exc:
+        database_url = os.environ.get(PREFIX + "DATABASE_URL") or DEFAULT_DATABASE_URL
+        reason = db_errors.explain(exc, database_url.strip())
+        if reason is not None:
+            print(f"error: {reason}", file=sys.stderr)
+        elif isinstance(exc, OSError):
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        else:
+            print(f"error: the database is unreachable or failed: {type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

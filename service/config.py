@@ -22,6 +22,8 @@ PREFIX = "RECEIVER_"
 DEFAULT_DATABASE_URL = "sqlite:///./data/results.db"
 DEFAULT_MAX_BODY_BYTES = 26_214_400
 SECRET_FILE_NAME = "webhook-secret"  # noqa: S105 (a file name)
+# A shorter HMAC key is guessable; for a whsec_ secret this counts the decoded key.
+MIN_SECRET_BYTES = 16
 
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -177,7 +179,7 @@ class Settings:
 
 
 def parse_secrets(raw: str) -> tuple[str, ...]:
-    """Split a comma-separated list of secrets; refuse empty ones and bad ``whsec_`` keys."""
+    """Split a comma-separated list of secrets; refuse empty, short and bad ``whsec_`` ones."""
     if not raw.strip():
         raise ValueError("is set but empty; give at least one secret or unset it")
     secrets: list[str] = []
@@ -194,6 +196,15 @@ def parse_secrets(raw: str) -> tuple[str, ...]:
                 ) from None
             if not key:
                 raise ValueError(f"secret #{position} is an empty whsec_ key")
+            if len(key) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"secret #{position} is a whsec_ key of {len(key)} bytes; use at least "
+                    f"{MIN_SECRET_BYTES} (`results-receiver secret generate --format whsec` "
+                    "makes one)")
+        elif len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"secret #{position} is {len(secret.encode('utf-8'))} bytes long; use at least "
+                f"{MIN_SECRET_BYTES} (`results-receiver secret generate` makes one)")
         secrets.append(secret)
     return tuple(secrets)
 

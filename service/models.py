@@ -58,6 +58,11 @@ def utcnow() -> datetime:
 # SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+# Ids that users see (API, logs, cursors) are never handed out twice, even after the row with
+# the highest id is deleted: SQLite needs AUTOINCREMENT for that (a plain rowid reuses
+# max(id) + 1); PostgreSQL's sequences never go back.
+NEVER_REUSE_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+
 
 def _double() -> Any:
     return Field(default=None, sa_type=sa.Double, nullable=True)
@@ -88,6 +93,7 @@ class Job(SQLModel, table=True):
         sa.Index("ix_jobs_received_at_id", "received_at", "id"),
         sa.Index("ix_jobs_status_received_at_id", "status", "received_at", "id"),
         sa.Index("ix_jobs_kind_received_at_id", "kind", "received_at", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -284,6 +290,7 @@ class Delivery(SQLModel, table=True):
         sa.Index("ix_deliveries_job_id_id", "job_id", "id"),
         sa.Index("ix_deliveries_outcome_id", "outcome", "id"),
         sa.Index("ix_deliveries_body_sha256", "body_sha256"),
+        NEVER_REUSE_IDS,
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -307,6 +314,7 @@ class ApiToken(SQLModel, table=True):
         sa.Index("uq_api_tokens_active_name", "name", unique=True,
                  sqlite_where=sa.text("revoked_at IS NULL"),
                  postgresql_where=sa.text("revoked_at IS NULL")),
+        NEVER_REUSE_IDS,
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)

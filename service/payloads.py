@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
+from types import FrameType
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -133,8 +135,7 @@ def parse(body: bytes) -> Payload:
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise PayloadError("invalid_json",
-                               f"the body is not valid UTF-8 (byte {exc.start})") from None
+            raise PayloadError("invalid_json", f"not valid UTF-8 at byte {exc.start}") from None
     try:
         payload = _decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -142,11 +143,11 @@ def parse(body: bytes) -> Payload:
         message, path = _split_path(str(exc))
         raise PayloadError("invalid_payload", message, path) from None
     except msgspec.DecodeError as exc:
-        raise PayloadError("invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise _not_json(body, exc) from None
     except UnicodeDecodeError:
-        raise PayloadError("invalid_json", "the body is not valid UTF-8") from None
+        raise PayloadError("invalid_json", _NOT_UNICODE) from None
     except RecursionError:
-        raise PayloadError("invalid_json", "the body's JSON is nested too deeply") from None
+        raise _too_deep() from None
     if payload.result is not None and payload.items is not None:
         raise PayloadError(
             "invalid_payload", "a payload carries either result (video) or items (image batch), "
@@ -160,9 +161,49 @@ def _require_json(body: bytes) -> None:
     except msgspec.ValidationError:
         return  # valid JSON syntax holding a number no double can represent
     except msgspec.DecodeError as exc:
-        raise PayloadError("invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise _not_json(body, exc) from None
     except RecursionError:
-        raise PayloadError("invalid_json", "the body's JSON is nested too deeply") from None
+        raise _too_deep() from None
+
+
+# msgspec's "JSON is malformed: <problem> (byte N)", and its problems in plainer words.
+_MALFORMED = re.compile(r"JSON is malformed: (?P<problem>.+) \(byte (?P<byte>\d+)\)")
+_PROBLEMS = {
+    "invalid character": "unexpected character",
+    "trailing characters": "unexpected text after the end of the document",
+}
+_NOT_UNICODE = "not valid UTF-8 text"
+_BOM = b"\xef\xbb\xbf"
+
+
+def _not_json(body: bytes, exc: msgspec.DecodeError) -> PayloadError:
+    """A decode error in the user's terms: what is wrong with the body, and where."""
+    if not body:
+        return PayloadError("invalid_json", "the body is empty")
+    if not body.strip():
+        return PayloadError("invalid_json", "the body holds only whitespace, no JSON document")
+    if body.startswith(_BOM):
+        return PayloadError("invalid_json", "not JSON: the body starts with a byte order mark "
+                            "(send UTF-8 without a BOM)")
+    text = str(exc)
+    if "truncated" in text:
+        return PayloadError("invalid_json",
+                            f"not JSON: the document ends early at byte {len(body)}")
+    found = _MALFORMED.fullmatch(text)
+    if found is None:
+        return PayloadError("invalid_json", f"not JSON: {text}")
+    problem = _PROBLEMS.get(found["problem"], found["problem"])
+    return PayloadError("invalid_json", f"not JSON: {problem} at byte {found['byte']}")
+
+
+def _too_deep() -> PayloadError:
+    """Nesting beyond what the decoder's recursion allows from where it was called."""
+    depth = 0
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    levels = max(sys.getrecursionlimit() - depth, 1)
+    return PayloadError("invalid_json", f"the JSON is nested deeper than {levels} levels")
 
 
 def job_id_hint(body: bytes) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from service.config import ConfigError, Settings
 
-SECRET = "s3cret-Value-42"
+SECRET = "s3cret-Value-42-long-enough"
 
 
 @pytest.fixture
@@ -177,9 +178,30 @@ def test_whsec_secret_with_valid_base64_is_accepted(sqlite_env: dict[str, str]) 
 
 
 def test_comma_separated_secrets_are_split_and_stripped(sqlite_env: dict[str, str]) -> None:
-    settings = Settings.from_env({**sqlite_env,
-                                  "RECEIVER_WEBHOOK_SECRETS": " old-secret , new-secret\t"})
-    assert settings.webhook_secrets == ("old-secret", "new-secret")
+    raw = " old-secret-2023-q4 , new-secret-2024-q1\t"
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_WEBHOOK_SECRETS": raw})
+    assert settings.webhook_secrets == ("old-secret-2023-q4", "new-secret-2024-q1")
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ("abcde", "secret #1 is 5 bytes long; use at least 16"),
+    (f"{SECRET},fifteen-bytes!!", "secret #2 is 15 bytes long; use at least 16"),
+    ("whsec_" + base64.b64encode(b"fifteen-bytes!!").decode(),
+     "secret #1 is a whsec_ key of 15 bytes; use at least 16"),
+])
+def test_a_webhook_secret_under_16_bytes_is_refused_naming_the_variable(
+        sqlite_env: dict[str, str], raw: str, problem: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_WEBHOOK_SECRETS": raw})
+    assert error.problems[0].startswith(f"RECEIVER_WEBHOOK_SECRETS: {problem}"), error.problems
+    assert "fifteen" not in message_of(error)
+
+
+def test_a_webhook_secret_of_16_bytes_and_a_whsec_key_of_16_bytes_are_accepted(
+        sqlite_env: dict[str, str]) -> None:
+    whsec = "whsec_" + base64.b64encode(b"sixteen-bytes!!!").decode()
+    raw = f"sixteen-bytes!!!,{whsec}"
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_WEBHOOK_SECRETS": raw})
+    assert settings.webhook_secrets == ("sixteen-bytes!!!", whsec)
 
 
 @pytest.mark.parametrize("raw", [

@@ -59,7 +59,7 @@ async def test_metrics_count_deliveries_rows_and_requests_by_route(client, read_
 
 @pytest.mark.slow
 def test_metrics_sum_over_all_workers_of_one_instance(tmp_path):
-    env = {"RECEIVER_WEBHOOK_SECRETS": "metrics-secret"}
+    env = {"RECEIVER_WEBHOOK_SECRETS": "metrics-test-secret-0123"}
     with serve("--workers", "2", cwd=tmp_path, env=env) as server:
         url = server.url + "/webhooks/analysis"
 
@@ -68,7 +68,7 @@ def test_metrics_sum_over_all_workers_of_one_instance(tmp_path):
             document["job_id"] = f"video_metrics_{index}"
             body = encode(document)
             response = httpx.post(url, content=body,
-                                  headers=signed_headers(body, "metrics-secret"))
+                                  headers=signed_headers(body, "metrics-test-secret-0123"))
             return str(response.json()["outcome"])
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:

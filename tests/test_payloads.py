@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -317,6 +318,28 @@ def test_truncated_json_with_an_early_shape_error_is_invalid_json(body: bytes) -
 
 def test_trailing_garbage_after_a_valid_payload_is_invalid_json() -> None:
     invalid_json(b'{"job_id":"video_1","status":"failed"} x')
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"", r"the body is empty"),
+    (b"  \n", r"the body holds only whitespace, no JSON document"),
+    (b"nope", r"not JSON: unexpected character at byte 4"),
+    (b'{"job_id":"video_1"', r"not JSON: the document ends early at byte 19"),
+    (b"[", r"not JSON: the document ends early at byte 1"),
+    (b'{"job_id":"video_1","status":"failed"} x',
+     r"not JSON: unexpected text after the end of the document at byte \d+"),
+    (b'{"job_id":"video_1",}', r"not JSON: trailing comma in object at byte \d+"),
+    (b'{"job_id":"video_\xff"}', r"not valid UTF-8 at byte 17"),
+    (b"\xef\xbb\xbf{}", r"not JSON: the body starts with a byte order mark .*"),
+    (b"[" * 100_000 + b"]" * 100_000, r"the JSON is nested deeper than \d{3} levels"),
+], ids=["empty", "whitespace", "bad-character", "ends-early", "ends-early-array",
+        "trailing-text", "trailing-comma", "bad-utf8", "bom", "deep"])
+def test_invalid_json_message_says_what_is_wrong_in_user_terms(body: bytes, message: str) -> None:
+    error = invalid(body)
+    assert error.code == "invalid_json"
+    assert re.fullmatch(message, error.message), error.message
+    assert "truncated" not in error.message
+    assert "(byte" not in error.message
 
 
 # --- invalid_payload -----------------------------------------------------------------------

@@ -258,6 +258,16 @@ async def test_malformed_signed_body_gets_4xx_and_is_kept_as_rejected(client, se
     assert (await table_counts(settings))["jobs"] == 0
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    (b"", "the body is empty"),
+    (b"hello", "not JSON: unexpected character at byte 0"),
+    (b'{"job_id": "v"', "not JSON: the document ends early at byte 14"),
+])
+async def test_invalid_json_answer_says_what_is_wrong_with_the_body(client, body, message):
+    document = assert_error(await post(client, body), 400, "invalid_json")
+    assert document["error"] == message
+
+
 async def test_rejected_delivery_records_the_job_id_when_readable(client, settings):
     response = await post(client, {"job_id": "video_7", "status": "finished",
                                    "result": {"raw_scenes": "nope"}})

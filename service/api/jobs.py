@@ -110,6 +110,13 @@ def entity_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+async def job(request: Request) -> Response:
+    """``/v1/jobs/{job_id}``: GET (and HEAD) the summary, DELETE the job."""
+    if request.method == "DELETE":
+        return await delete_job(request)
+    return await get_job(request)
+
+
 async def delete_job(request: Request) -> Response:
     await require_token(request, "admin")
     job_id = job_id_param(request)

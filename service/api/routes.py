@@ -1,4 +1,8 @@
-"""Every route of the query API under /v1."""
+"""Every route of the query API under /v1.
+
+One ``Route`` per path, carrying every method the path supports (an endpoint dispatches on the
+method when there are several), so that a 405's ``Allow`` header lists them all.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,7 @@ def api_routes() -> list[Route]:
     ]
     return [
         Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
-        Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
-        Route("/v1/jobs/{job_id}", jobs.delete_job, methods=["DELETE"]),
+        Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"]),
         Route("/v1/jobs/{job_id}/payload", jobs.get_payload, methods=["GET"]),
         *entity_routes,
         Route("/v1/search/ocr", catalog.search_ocr, methods=["GET"]),
