@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 _WORDS = re.compile(r"\w+")
 _MAX_WORDS = 16
@@ -105,7 +104,7 @@ def _sqlite(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
     }
 
 
-async def search_ocr(conn: AsyncConnection, q: str, *, language_code: str | None,
+def search_ocr(conn: sa.Connection, q: str, *, language_code: str | None,
                      limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
     """One page of hits in relevance order, and whether more follow."""
     build = _postgres if conn.dialect.name == "postgresql" else _sqlite
@@ -113,7 +112,7 @@ async def search_ocr(conn: AsyncConnection, q: str, *, language_code: str | None
     if statement is None:
         return [], False
     sql, params = statement
-    rows = list(await conn.execute(sa.text(sql), {**params, "limit": limit + 1,
+    rows = list(conn.execute(sa.text(sql), {**params, "limit": limit + 1,
                                                   "offset": offset}))
     hits = [{
         "job_id": r.job_id, "item_index": r.item_index, "external_id": r.external_id,
