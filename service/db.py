@@ -70,7 +70,9 @@ def describe_error(exc: BaseException) -> dict[str, str | None]:
 
 
 class Database:
-    """The engine plus the two ways to use it: a write transaction and a read scope."""
+    """The engine plus the ways to use it: the ingest writer, a write transaction, a route's
+    read (:meth:`run_read`) and an async read scope (:meth:`read`, for the command line and
+    the readiness check)."""
 
     def __init__(self, engine: AsyncEngine, dialect: Dialect, *, readers: int = 4) -> None:
         self.engine = engine

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
-from tests.conftest import bearer
+from service.config import Settings
+from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.db import table_counts
-from tests.support.signing import encode, example, signed_headers
+from tests.support.postgres import execute_autocommit
+from tests.support.signing import SECRET, encode, example, signed_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -330,3 +333,27 @@ async def test_deleting_every_job_empties_every_table(client, settings, examples
         assert response.status_code == 204
     counts = await table_counts(settings)
     assert counts == dict.fromkeys(counts, 0)
+
+
+# --- a connection that fails -----------------------------------------------------------------
+
+async def test_read_on_a_connection_postgresql_closed_is_503_and_the_next_read_succeeds(
+        postgres_admin_url, postgres_url):
+    """Reads use pooled connections without a ping first: one that the server closed fails
+    the read that gets it (503 with Retry-After, never a 500) and is never handed out again."""
+    settings = Settings(database_url=postgres_url, webhook_secrets=(SECRET,), log_format="json")
+    read_token = await create_token(settings, name="reader", scope="read")
+    async with serve_in_process(settings) as client:
+        first = await client.get("/v1/jobs", headers=bearer(read_token))
+        assert first.status_code == 200, first.text
+        name = postgres_url.rpartition("/")[2]
+        terminate = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608
+                     f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+        await anyio.to_thread.run_sync(execute_autocommit, postgres_admin_url, terminate)
+        failed = await client.get("/v1/jobs", headers=bearer(read_token))
+        assert failed.status_code == 503, failed.text
+        assert failed.json()["code"] == "unavailable"
+        assert failed.headers["retry-after"]
+        for _ in range(3):
+            again = await client.get("/v1/jobs/video_12345", headers=bearer(read_token))
+            assert again.status_code == 404, again.text
