@@ -23,6 +23,13 @@ _COLUMNS = """
     o.item_index, o.ocr_index, o.language_code, o.full_text, o.start_seconds, o.end_seconds,
     j.job_id, m.external_id
 """
+_OCR_COLUMNS = """
+    o.item_index, o.ocr_index, o.language_code, o.full_text, o.start_seconds, o.end_seconds
+"""
+_PAGE_COLUMNS = """
+    page.item_index, page.ocr_index, page.language_code, page.full_text, page.start_seconds,
+    page.end_seconds
+"""
 _JOINS = """
     JOIN jobs j ON j.id = o.job_pk
     JOIN media_items m ON m.job_pk = o.job_pk AND m.item_index = o.item_index
@@ -55,18 +62,20 @@ def _postgres(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None
         use_substring) else "0"
     language_filter = "AND o.language_code = :language" if language is not None else ""
     # Only constant fragments are joined here; every user value is a bound parameter. The page
-    # is ranked and cut inside ocr_texts; only its rows are joined to their job and item.
+    # is ranked and cut inside ocr_texts, carrying the columns it returns (so ocr_texts is not
+    # read a second time); only its rows are joined to their job and item.
     sql = f"""
-        SELECT {_COLUMNS}, page.rank
+        SELECT {_PAGE_COLUMNS}, j.job_id, m.external_id, page.rank
         FROM (
-            SELECT o.id, ({rank_words} + {rank_substring}) AS rank
+            SELECT o.id, o.job_pk, {_OCR_COLUMNS}, ({rank_words} + {rank_substring}) AS rank
             FROM ocr_texts o
             WHERE ({' OR '.join(matches)}) {language_filter}
             ORDER BY rank DESC, o.id DESC
             LIMIT :limit OFFSET :offset
         ) page
-        JOIN ocr_texts o ON o.id = page.id {_JOINS}
-        ORDER BY page.rank DESC, o.id DESC
+        JOIN jobs j ON j.id = page.job_pk
+        JOIN media_items m ON m.job_pk = page.job_pk AND m.item_index = page.item_index
+        ORDER BY page.rank DESC, page.id DESC
     """  # noqa: S608
     return sql, {"tsquery": tsquery, "pattern": _like_pattern(q), "language": language}
 
