@@ -1,5 +1,12 @@
 """Database access: one async engine per URL, SQLite pragmas, and the transaction scopes.
 
+Reads go through :meth:`Database.run_read`: one synchronous function, given a SQLAlchemy
+``Connection``, runs inside one read transaction in a single hop. On SQLite it runs on a small
+pool of reader threads, each holding its own plain pysqlite connection (one thread handoff each
+way per request, instead of several per statement through aiosqlite); on PostgreSQL it runs on
+one pooled asyncpg connection through ``AsyncConnection.run_sync``, in one ``REPEATABLE READ
+READ ONLY`` transaction (one snapshot for every statement of the request).
+
 Writes go through :meth:`Database.write`, one transaction that commits when the block ends
 and rolls back on any error. On SQLite a write transaction starts with ``BEGIN IMMEDIATE``
 (it takes the write lock up front, so two writers never deadlock on a lock upgrade) and writers
@@ -10,17 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from service.config import Dialect, Settings
 from service.writer import Created, NewJob, Writer
@@ -43,6 +52,10 @@ _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=30000",
 )
 
+P = ParamSpec("P")
+R = TypeVar("R")
+ReadFunction = Callable[Concatenate[sa.Connection, P], R]
+
 
 def describe_error(exc: BaseException) -> dict[str, str | None]:
     """Log fields for a database failure: its type, message (never parameters: SQLAlchemy's
@@ -54,24 +67,48 @@ def describe_error(exc: BaseException) -> dict[str, str | None]:
 
 
 class Database:
-    """The engine plus the two ways to use it: a write transaction and a read scope."""
+    """The engine plus the ways to use it: the ingest writer, a write transaction, a route's
+    read (:meth:`run_read`) and an async read scope (:meth:`read`, for the command line and
+    the readiness check)."""
 
     def __init__(self, engine: AsyncEngine, dialect: Dialect, *, pool_size: int = 10) -> None:
         self.engine = engine
         self.dialect: Dialect = dialect
         self._sqlite: SqliteStore | None = None
+        self._sqlite_readers: SqliteReaders | None = None
         self._postgres: PostgresPool | None = None
+        self._read_engine = engine
         if dialect == "sqlite":
-            self._sqlite = SqliteStore(
-                Path(engine.url.database or "").expanduser().resolve(), _SQLITE_PRAGMAS)
+            path = Path(engine.url.database or "").expanduser().resolve()
+            self._sqlite = SqliteStore(path, _SQLITE_PRAGMAS)
+            self._sqlite_readers = SqliteReaders(path, pool_size)
         else:
             self._postgres = PostgresPool(_asyncpg_dsn(engine.url), size=pool_size)
+            self._read_engine = engine.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True)
         self._write_lock: asyncio.Lock | None = self._sqlite.thread.lock if self._sqlite else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
         return cls(create_engine(settings), settings.dialect,
                    pool_size=settings.database_pool_size)
+
+    async def run_read(self, fn: ReadFunction[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``fn(conn, *args, **kwargs)`` inside one read transaction (one snapshot), rolled
+        back at the end; what ``fn`` returns or raises is the result."""
+        if self._sqlite_readers is not None:
+            return await self._sqlite_readers.run(fn, *args, **kwargs)
+        async with self._read_engine.connect() as conn:
+            try:
+                async with conn.begin() as transaction:
+                    result = await conn.run_sync(fn, *args, **kwargs)
+                    await transaction.rollback()
+                    return result
+            except UNAVAILABLE_ERRORS:
+                # A connection that failed (the server restarted, the network dropped) is
+                # closed, never handed to the next request; this request answers 503.
+                await conn.invalidate()
+                raise
 
     @property
     def batches(self) -> GroupCommit[NewJob, Created]:
@@ -110,6 +147,8 @@ class Database:
     async def dispose(self) -> None:
         if self._sqlite is not None:
             await asyncio.to_thread(self._sqlite.close)
+        if self._sqlite_readers is not None:
+            await asyncio.to_thread(self._sqlite_readers.close)
         if self._postgres is not None:
             await self._postgres.close()
         await self.engine.dispose()
@@ -125,13 +164,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
             max_overflow=0,
             connect_args={"timeout": 30},
         )
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine.sync_engine)
         return engine
     return create_async_engine(
         url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
         pool_timeout=10,
         connect_args={
             "timeout": 5,
@@ -152,8 +190,55 @@ def ensure_sqlite_folder(url: sa.URL) -> None:
         Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
-    @sa.event.listens_for(engine.sync_engine, "connect")
+class SqliteReaders:
+    """Reader threads for SQLite, each with its own pysqlite connection (opened on the thread's
+    first read, with the service's pragmas) that it keeps for the life of the process."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self._engine = sa.create_engine(
+            f"sqlite:///{path}", poolclass=NullPool,
+            # Each connection is used by its own thread only; it is closed from another one
+            # at shutdown, once every reader thread has finished.
+            connect_args={"timeout": 30, "check_same_thread": False})
+        _install_sqlite_hooks(self._engine)
+        self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._connections: list[sa.Connection] = []
+        self._lock = threading.Lock()
+
+    async def run(self, fn: ReadFunction[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: self._read(fn, args, kwargs))
+
+    def _read(self, fn: ReadFunction[P, R], args: Any, kwargs: Any) -> R:
+        conn: sa.Connection | None = getattr(self._local, "connection", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._engine.connect()
+            self._local.connection = conn
+            with self._lock:
+                self._connections.append(conn)
+        try:
+            with conn.begin() as transaction:
+                result = fn(conn, *args, **kwargs)
+                transaction.rollback()
+                return result
+        except BaseException:
+            if conn.invalidated:
+                # A connection SQLite said cannot be used any more: the next read opens anew.
+                conn.close()
+            raise
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._engine.dispose()
+
+
+def _install_sqlite_hooks(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Take transaction control from the driver: we emit BEGIN ourselves (below).
         dbapi_connection.isolation_level = None
@@ -162,14 +247,14 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
             cursor.execute(pragma)
         cursor.close()
 
-    @sa.event.listens_for(engine.sync_engine, "handle_error")
+    @sa.event.listens_for(engine, "handle_error")
     def _on_error(context: sa.engine.ExceptionContext) -> None:
         # A connection that cannot write any more (opened while the file was read-only, or
         # after an I/O error) is dropped from the pool instead of being handed out again.
         if connection_is_stale(context.original_exception):
             context.is_disconnect = True
 
-    @sa.event.listens_for(engine.sync_engine, "begin")
+    @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         options: dict[str, Any] = dict(conn.get_execution_options())
         conn.exec_driver_sql(options.get("sqlite_begin", "BEGIN"))

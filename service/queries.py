@@ -1,22 +1,22 @@
 """Read queries behind the query API (the repository for reads), plus job deletion.
 
-Listings use keyset pagination: each page ends at a position (the sort key of its last row),
-and the next page starts strictly after it, so rows arriving meanwhile never shift a page.
+Every function is synchronous and takes a SQLAlchemy ``Connection``: a route runs it, with the
+token check, in one read transaction (:meth:`service.db.Database.run_read`). Listings use keyset
+pagination (:mod:`service.pagination`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import models, payloads
+from service.pagination import Page, cut
 from service.vectors import unpack_doubles
 
 Json = dict[str, Any]
@@ -51,12 +51,6 @@ MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(microsecon
 MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
-@dataclass(frozen=True)
-class Page:
-    rows: list[Json]
-    next_position: list[Any] | None
-
-
 def micros(moment: datetime) -> int:
     """A datetime as whole microseconds since the epoch (exact, for cursors)."""
     return (moment - _EPOCH) // timedelta(microseconds=1)
@@ -64,14 +58,6 @@ def micros(moment: datetime) -> int:
 
 def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
-
-
-def _page(rows: list[Json], limit: int, position: Any) -> Page:
-    """``rows`` holds up to limit + 1 rows: the extra one says whether a next page exists."""
-    if len(rows) > limit:
-        rows = rows[:limit]
-        return Page(rows, position(rows[-1]))
-    return Page(rows, None)
 
 
 # --- jobs ------------------------------------------------------------------------------------
@@ -96,20 +82,20 @@ def _summary(row: Row[Any]) -> Json:
     }
 
 
-async def job_summary(conn: AsyncConnection, job_id: str) -> Json | None:
-    row = (await conn.execute(
+def job_summary(conn: sa.Connection, job_id: str) -> Json | None:
+    row = (conn.execute(
         sa.select(jobs, _delivery_count().label("deliveries")).where(jobs.c.job_id == job_id)
     )).one_or_none()
     return None if row is None else _summary(row)
 
 
-async def job_pk(conn: AsyncConnection, job_id: str) -> int | None:
-    found: int | None = (await conn.execute(
+def job_pk(conn: sa.Connection, job_id: str) -> int | None:
+    found: int | None = (conn.execute(
         sa.select(jobs.c.id).where(jobs.c.job_id == job_id))).scalar_one_or_none()
     return found
 
 
-async def list_jobs(conn: AsyncConnection, *, status: str | None, kind: str | None,
+def list_jobs(conn: sa.Connection, *, status: str | None, kind: str | None,
                     received_after: datetime | None, received_before: datetime | None,
                     after: list[Any] | None, limit: int) -> Page:
     """Jobs newest first by (received_at, id); ``after`` is the last page's position."""
@@ -128,8 +114,8 @@ async def list_jobs(conn: AsyncConnection, *, status: str | None, kind: str | No
                             < sa.tuple_(sa.literal(from_micros(after[0]), models.UtcDateTime()),
                                         after[1]))
     query = query.order_by(jobs.c.received_at.desc(), jobs.c.id.desc()).limit(limit + 1)
-    rows = list(await conn.execute(query))
-    page = _page([{**_summary(r), "_pk": r.pk} for r in rows], limit,
+    rows = list(conn.execute(query))
+    page = cut([{**_summary(r), "_pk": r.pk} for r in rows], limit,
                  lambda last: [micros(last["received_at"]), last["_pk"]])
     for row in page.rows:
         del row["_pk"]
@@ -144,7 +130,7 @@ def _after(table: sa.Table, keys: Sequence[str], after: list[Any] | None) -> sa.
     return sa.tuple_(*(table.c[k] for k in keys)) > sa.tuple_(*after)
 
 
-async def _entity_rows(conn: AsyncConnection, table: sa.Table, pk: int, after: list[Any] | None,
+def _entity_rows(conn: sa.Connection, table: sa.Table, pk: int, after: list[Any] | None,
                        limit: int, *extra: Any, joins: Any = None) -> list[Row[Any]]:
     keys = models.POSITION_KEYS[table.name]
     source = table if joins is None else joins
@@ -153,7 +139,7 @@ async def _entity_rows(conn: AsyncConnection, table: sa.Table, pk: int, after: l
         .where(table.c.job_pk == pk, _after(table, keys, after))
         .order_by(*(table.c[k] for k in keys)).limit(limit + 1)
     )
-    return list(await conn.execute(query))
+    return list(conn.execute(query))
 
 
 def _position(*keys: str) -> Any:
@@ -169,19 +155,19 @@ def _segment(start: float | None, end: float | None) -> Json:
     return {"start_seconds": start, "end_seconds": end}
 
 
-async def job_scenes(conn: AsyncConnection, pk: int, after: list[Any] | None,
+def job_scenes(conn: sa.Connection, pk: int, after: list[Any] | None,
                      limit: int) -> Page:
-    rows = await _entity_rows(conn, scenes, pk, after, limit)
-    return _page([{"item_index": r.item_index, "index": r.scene_index,
+    rows = _entity_rows(conn, scenes, pk, after, limit)
+    return cut([{"item_index": r.item_index, "index": r.scene_index,
                    "start_seconds": r.start_seconds, "end_seconds": r.end_seconds}
                   for r in rows], limit, _position("item_index", "index"))
 
 
-async def job_activity(conn: AsyncConnection, pk: int, after: list[Any] | None,
+def job_activity(conn: sa.Connection, pk: int, after: list[Any] | None,
                        limit: int) -> Page:
     """Frame activity values one by one, from the packed series of each video item."""
     start_item, start_index = (after[0], after[1] + 1) if after is not None else (0, 0)
-    series = await conn.execute(
+    series = conn.execute(
         sa.select(activity.c.item_index, activity.c.diffs)
         .where(activity.c.job_pk == pk, activity.c.item_index >= start_item)
         .order_by(activity.c.item_index))
@@ -193,15 +179,15 @@ async def job_activity(conn: AsyncConnection, pk: int, after: list[Any] | None,
                       for i, value in enumerate(page))
         if len(values) > limit:
             break
-    return _page(values, limit, _position("item_index", "index"))
+    return cut(values, limit, _position("item_index", "index"))
 
 
-async def _segments_of(conn: AsyncConnection, keys: list[tuple[int, int, int]]
+def _segments_of(conn: sa.Connection, keys: list[tuple[int, int, int]]
                        ) -> dict[tuple[int, int, int], list[Json]]:
     found: dict[tuple[int, int, int], list[Json]] = defaultdict(list)
     if not keys:
         return found
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(segments)
         .where(sa.tuple_(segments.c.job_pk, segments.c.item_index,
                          segments.c.section_index).in_(keys))
@@ -224,12 +210,12 @@ def _section(row: Row[Any], segments_by_key: dict[tuple[int, int, int], list[Jso
     }
 
 
-async def job_sections(conn: AsyncConnection, pk: int, after: list[Any] | None,
+def job_sections(conn: sa.Connection, pk: int, after: list[Any] | None,
                        limit: int) -> Page:
-    rows = await _entity_rows(conn, sections, pk, after, limit)
-    found = await _segments_of(conn, [(r.job_pk, r.item_index, r.section_index)
+    rows = _entity_rows(conn, sections, pk, after, limit)
+    found = _segments_of(conn, [(r.job_pk, r.item_index, r.section_index)
                                       for r in rows[:limit]])
-    return _page([_section(r, found) for r in rows], limit, _position("item_index", "index"))
+    return cut([_section(r, found) for r in rows], limit, _position("item_index", "index"))
 
 
 def _ocr(row: Row[Any]) -> Json:
@@ -241,24 +227,24 @@ def _ocr(row: Row[Any]) -> Json:
     }
 
 
-async def job_ocr(conn: AsyncConnection, pk: int, after: list[Any] | None, limit: int) -> Page:
+def job_ocr(conn: sa.Connection, pk: int, after: list[Any] | None, limit: int) -> Page:
     joined = _item_join(ocr).join(jobs, jobs.c.id == ocr.c.job_pk)
-    rows = await _entity_rows(conn, ocr, pk, after, limit, items.c.external_id, jobs.c.job_id,
+    rows = _entity_rows(conn, ocr, pk, after, limit, items.c.external_id, jobs.c.job_id,
                               joins=joined)
-    return _page([_ocr(r) for r in rows], limit, _position("item_index", "index"))
+    return cut([_ocr(r) for r in rows], limit, _position("item_index", "index"))
 
 
-async def job_persons(conn: AsyncConnection, pk: int, after: list[Any] | None,
+def job_persons(conn: sa.Connection, pk: int, after: list[Any] | None,
                       limit: int) -> Page:
     joined = _item_join(persons).outerjoin(person_scenes, sa.and_(
         person_scenes.c.job_pk == persons.c.job_pk,
         person_scenes.c.item_index == persons.c.item_index,
         person_scenes.c.scene_index == persons.c.scene_index))
-    rows = await _entity_rows(
+    rows = _entity_rows(
         conn, persons, pk, after, limit, items.c.external_id,
         person_scenes.c.start_seconds.label("scene_start"),
         person_scenes.c.end_seconds.label("scene_end"), joins=joined)
-    return _page([{
+    return cut([{
         "item_index": r.item_index, "external_id": r.external_id, "index": r.person_index,
         "scene_index": r.scene_index, "start_seconds": r.scene_start,
         "end_seconds": r.scene_end, "age": r.age, "gender": r.gender,
@@ -269,18 +255,18 @@ async def job_persons(conn: AsyncConnection, pk: int, after: list[Any] | None,
     } for r in rows], limit, _position("item_index", "index"))
 
 
-async def job_tags(conn: AsyncConnection, pk: int, after: list[Any] | None, limit: int) -> Page:
-    rows = await _entity_rows(conn, tags, pk, after, limit, items.c.external_id,
+def job_tags(conn: sa.Connection, pk: int, after: list[Any] | None, limit: int) -> Page:
+    rows = _entity_rows(conn, tags, pk, after, limit, items.c.external_id,
                               joins=_item_join(tags))
-    return _page([{
+    return cut([{
         "item_index": r.item_index, "external_id": r.external_id, "index": r.tag_index,
         "tag": r.tag, "probability": r.probability, "is_critical": r.is_critical,
     } for r in rows], limit, _position("item_index", "index"))
 
 
-async def job_items(conn: AsyncConnection, pk: int, after: list[Any] | None, limit: int) -> Page:
-    rows = await _entity_rows(conn, items, pk, after, limit)
-    return _page([{
+def job_items(conn: sa.Connection, pk: int, after: list[Any] | None, limit: int) -> Page:
+    rows = _entity_rows(conn, items, pk, after, limit)
+    return cut([{
         "item_index": r.item_index, "media_type": r.media_type, "external_id": r.external_id,
         "status": r.status, "error": payloads.decode_error(r.error), "has_result": r.has_result,
         "counts": {
@@ -308,7 +294,7 @@ def _newest_job_first(table: sa.Table, index_column: str, after: list[Any] | Non
     ), order
 
 
-async def find_sections(conn: AsyncConnection, *, tag: str | None, critical: bool | None,
+def find_sections(conn: sa.Connection, *, tag: str | None, critical: bool | None,
                         min_confidence: float | None, after: list[Any] | None,
                         limit: int) -> Page:
     condition, order = _newest_job_first(sections, "section_index", after)
@@ -320,17 +306,17 @@ async def find_sections(conn: AsyncConnection, *, tag: str | None, critical: boo
         query = query.where(sections.c.is_critical == critical)
     if min_confidence is not None:
         query = query.where(sections.c.confidence >= min_confidence)
-    rows = list(await conn.execute(query.order_by(*order).limit(limit + 1)))
-    found = await _segments_of(conn, [(r.job_pk, r.item_index, r.section_index)
+    rows = list(conn.execute(query.order_by(*order).limit(limit + 1)))
+    found = _segments_of(conn, [(r.job_pk, r.item_index, r.section_index)
                                       for r in rows[:limit]])
-    page = _page([{"job_id": r.job_id, "_pk": r.job_pk, **_section(r, found)} for r in rows],
+    page = cut([{"job_id": r.job_id, "_pk": r.job_pk, **_section(r, found)} for r in rows],
                  limit, lambda last: [last["_pk"], last["item_index"], last["index"]])
     for row in page.rows:
         del row["_pk"]
     return page
 
 
-async def find_tags(conn: AsyncConnection, *, tag: str | None, min_probability: float | None,
+def find_tags(conn: sa.Connection, *, tag: str | None, min_probability: float | None,
                     critical: bool | None, after: list[Any] | None, limit: int) -> Page:
     condition, order = _newest_job_first(tags, "tag_index", after)
     query = (sa.select(tags, jobs.c.job_id, items.c.external_id)
@@ -342,8 +328,8 @@ async def find_tags(conn: AsyncConnection, *, tag: str | None, min_probability: 
         query = query.where(tags.c.probability >= min_probability)
     if critical is not None:
         query = query.where(tags.c.is_critical == critical)
-    rows = list(await conn.execute(query.order_by(*order).limit(limit + 1)))
-    page = _page([{
+    rows = list(conn.execute(query.order_by(*order).limit(limit + 1)))
+    page = cut([{
         "job_id": r.job_id, "_pk": r.job_pk, "item_index": r.item_index,
         "external_id": r.external_id, "index": r.tag_index, "tag": r.tag,
         "probability": r.probability, "is_critical": r.is_critical,
@@ -365,7 +351,7 @@ def _delivery(row: Row[Any]) -> Json:
     }
 
 
-async def list_deliveries(conn: AsyncConnection, *, job_id: str | None, outcome: str | None,
+def list_deliveries(conn: sa.Connection, *, job_id: str | None, outcome: str | None,
                           after: list[Any] | None, limit: int) -> Page:
     query = sa.select(deliveries)
     if job_id is not None:
@@ -374,18 +360,18 @@ async def list_deliveries(conn: AsyncConnection, *, job_id: str | None, outcome:
         query = query.where(deliveries.c.outcome == outcome)
     if after is not None:
         query = query.where(deliveries.c.id < after[0])
-    rows = await conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit + 1))
-    return _page([_delivery(r) for r in rows], limit, lambda last: [last["id"]])
+    rows = conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit + 1))
+    return cut([_delivery(r) for r in rows], limit, lambda last: [last["id"]])
 
 
-async def delivery(conn: AsyncConnection, delivery_id: int) -> Json | None:
-    row = (await conn.execute(
+def delivery(conn: sa.Connection, delivery_id: int) -> Json | None:
+    row = (conn.execute(
         sa.select(deliveries).where(deliveries.c.id == delivery_id))).one_or_none()
     return None if row is None else _delivery(row)
 
 
-async def delivery_body(conn: AsyncConnection, delivery_id: int) -> bytes | None:
-    body: bytes | None = (await conn.execute(
+def delivery_body(conn: sa.Connection, delivery_id: int) -> bytes | None:
+    body: bytes | None = (conn.execute(
         sa.select(bodies.c.body).join(deliveries, deliveries.c.body_sha256 == bodies.c.sha256)
         .where(deliveries.c.id == delivery_id))).scalar_one_or_none()
     return body

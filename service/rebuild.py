@@ -11,7 +11,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import models, payloads
 from service.vectors import unpack_doubles
@@ -24,13 +23,13 @@ def _present(**fields: Any) -> Json:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-async def _grouped(conn: AsyncConnection, model: type[Any], job_pk: int,
+def _grouped(conn: sa.Connection, model: type[Any], job_pk: int,
                    depth: int) -> _Grouped:
     """Rows of one table, in key order, grouped by their first ``depth`` key columns after
     ``job_pk``."""
     table = models.table_of(model)
     keys = [table.c[name] for name in models.POSITION_KEYS[table.name]]
-    result = await conn.execute(
+    result = conn.execute(
         sa.select(table).where(table.c.job_pk == job_pk).order_by(*keys)
     )
     groups: _Grouped = defaultdict(list)
@@ -64,22 +63,22 @@ def _list(count: int | None, rows: list[Json]) -> list[Json] | None:
     return None if count is None else rows
 
 
-async def rebuild(conn: AsyncConnection, job_id: str) -> Json | None:
+def rebuild(conn: sa.Connection, job_id: str) -> Json | None:
     """The payload of ``job_id`` as the upstream delivered it, or None if unknown."""
     jobs = models.table_of(models.Job)
-    job = (await conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id))).one_or_none()
+    job = (conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id))).one_or_none()
     if job is None:
         return None
     pk = job.id
-    items = (await _grouped(conn, models.MediaItem, pk, 0))[()]
-    scenes = await _grouped(conn, models.Scene, pk, 1)
-    activity = await _grouped(conn, models.FrameActivity, pk, 1)
-    sections = await _grouped(conn, models.Section, pk, 1)
-    segments = await _grouped(conn, models.SectionSegment, pk, 2)
-    ocr = await _grouped(conn, models.OcrText, pk, 1)
-    person_scenes = await _grouped(conn, models.PersonScene, pk, 1)
-    persons = await _grouped(conn, models.Person, pk, 1)
-    tags = await _grouped(conn, models.Tag, pk, 1)
+    items = (_grouped(conn, models.MediaItem, pk, 0))[()]
+    scenes = _grouped(conn, models.Scene, pk, 1)
+    activity = _grouped(conn, models.FrameActivity, pk, 1)
+    sections = _grouped(conn, models.Section, pk, 1)
+    segments = _grouped(conn, models.SectionSegment, pk, 2)
+    ocr = _grouped(conn, models.OcrText, pk, 1)
+    person_scenes = _grouped(conn, models.PersonScene, pk, 1)
+    persons = _grouped(conn, models.Person, pk, 1)
+    tags = _grouped(conn, models.Tag, pk, 1)
 
     payload: Json = {"job_id": job.job_id, "status": job.status}
     image_items: list[Json] = []

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import cjk
 
@@ -26,6 +25,13 @@ _MIN_SUBSTRING = 3
 _COLUMNS = """
     o.item_index, o.ocr_index, o.language_code, o.full_text, o.start_seconds, o.end_seconds,
     j.job_id, m.external_id
+"""
+_OCR_COLUMNS = """
+    o.item_index, o.ocr_index, o.language_code, o.full_text, o.start_seconds, o.end_seconds
+"""
+_PAGE_COLUMNS = """
+    page.item_index, page.ocr_index, page.language_code, page.full_text, page.start_seconds,
+    page.end_seconds
 """
 _JOINS = """
     JOIN jobs j ON j.id = o.job_pk
@@ -63,18 +69,21 @@ def _postgres(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None
     exact = " AND ".join(matches) if len(matches) == 2 else "false"
     language_filter = "AND o.language_code = :language" if language is not None else ""
     # Only constant fragments are joined here; every user value is a bound parameter. The page
-    # is ranked and cut inside ocr_texts; only its rows are joined to their job and item.
+    # is ranked and cut inside ocr_texts, carrying the columns it returns (so ocr_texts is not
+    # read a second time); only its rows are joined to their job and item.
     sql = f"""
-        SELECT {_COLUMNS}, page.rank
+        SELECT {_PAGE_COLUMNS}, j.job_id, m.external_id, page.rank
         FROM (
-            SELECT o.id, ({rank_words} + {rank_substring}) AS rank, ({exact}) AS exact
+            SELECT o.id, o.job_pk, {_OCR_COLUMNS}, ({rank_words} + {rank_substring}) AS rank,
+                ({exact}) AS exact
             FROM ocr_texts o
             WHERE ({' OR '.join(matches)}) {language_filter}
             ORDER BY exact DESC, rank DESC, o.id DESC
             LIMIT :limit OFFSET :offset
         ) page
-        JOIN ocr_texts o ON o.id = page.id {_JOINS}
-        ORDER BY page.exact DESC, page.rank DESC, o.id DESC
+        JOIN jobs j ON j.id = page.job_pk
+        JOIN media_items m ON m.job_pk = page.job_pk AND m.item_index = page.item_index
+        ORDER BY page.exact DESC, page.rank DESC, page.id DESC
     """  # noqa: S608
     return sql, {"tsquery": tsquery, "pattern": _like_pattern(q), "language": language}
 
@@ -113,15 +122,15 @@ def _sqlite(q: str, language: str | None) -> tuple[str, dict[str, Any]] | None:
     }
 
 
-async def search_ocr(conn: AsyncConnection, q: str, *, language_code: str | None,
-                     limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+def search_ocr(conn: sa.Connection, q: str, *, language_code: str | None,
+               limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
     """One page of hits in relevance order, and whether more follow."""
     build = _postgres if conn.dialect.name == "postgresql" else _sqlite
     statement = build(q, language_code)
     if statement is None:
         return [], False
     sql, params = statement
-    rows = list(await conn.execute(sa.text(sql), {**params, "limit": limit + 1,
+    rows = list(conn.execute(sa.text(sql), {**params, "limit": limit + 1,
                                                   "offset": offset}))
     hits = [{
         "job_id": r.job_id, "item_index": r.item_index, "external_id": r.external_id,

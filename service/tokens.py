@@ -72,10 +72,11 @@ async def revoke(conn: AsyncConnection, *, name: str, now: datetime) -> bool:
     return bool(result.rowcount)
 
 
-async def authenticate(conn: AsyncConnection, token: str) -> tuple[str, Scope] | None:
-    """The (name, scope) of an active token, or None."""
+def authenticate(conn: sa.Connection, token: str) -> tuple[str, Scope] | None:
+    """The (name, scope) of an active token, or None (synchronous: it runs inside a route's
+    read, see :meth:`service.db.Database.run_read`)."""
     digest = hash_token(token)
-    row = (await conn.execute(
+    row = (conn.execute(
         sa.select(_tokens.c.name, _tokens.c.scope, _tokens.c.token_hash)
         .where(_tokens.c.token_hash == digest, _tokens.c.revoked_at.is_(None))
     )).first()

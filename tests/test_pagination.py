@@ -238,7 +238,6 @@ BAD_JOBS_PARAMETERS = [
     ("limit", ""),
     ("cursor", "garbage!"),
     ("cursor", "AAAA"),
-    ("cursor", ""),
     ("cursor", "W10"),  # base64 of []
     ("cursor", "WyJqb2JzIl0"),  # ["jobs"]: no position
     ("cursor", "WyJqb2JzIiwiYSIsImIiXQ"),  # ["jobs","a","b"]: wrong types
@@ -275,6 +274,33 @@ async def test_cursor_from_another_listing_is_422_naming_cursor(client, read_tok
         token = admin_token if path == "/v1/deliveries" else read_token
         response = await client.get(path, params={"cursor": foreign}, headers=bearer(token))
         assert_invalid(response, "cursor")
+
+
+# Every paginated route (path, query, scope): 12 of them.
+PAGINATED_ROUTES = [
+    ("/v1/jobs", {}, "read"),
+    *((f"/v1/jobs/video_done_0/{name}", {}, "read")
+      for name in ("scenes", "activity", "sections", "ocr", "persons")),
+    *((f"/v1/jobs/image_batch_done_2/{name}", {}, "read") for name in ("items", "tags")),
+    ("/v1/search/ocr", {"q": "dogs"}, "read"),
+    ("/v1/sections", {}, "read"),
+    ("/v1/tags", {}, "read"),
+    ("/v1/deliveries", {}, "admin"),
+]
+
+
+async def test_empty_cursor_is_the_first_page_on_every_paginated_route(
+        client, read_token, admin_token, mixed_jobs):
+    assert len(PAGINATED_ROUTES) == 12
+    for path, query, scope in PAGINATED_ROUTES:
+        headers = bearer(admin_token if scope == "admin" else read_token)
+        first = await client.get(path, params={**query, "limit": 1}, headers=headers)
+        empty = await client.get(path, params={**query, "limit": 1, "cursor": ""},
+                                 headers=headers)
+        assert first.status_code == 200, (path, first.text)
+        assert empty.status_code == 200, (path, empty.text)
+        assert first.json()["data"], f"{path} has no rows to page through"
+        assert empty.json() == first.json(), path
 
 
 # --- entity listings of one job ----------------------------------------------------------------

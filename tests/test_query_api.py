@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import random
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
 from service import models
-from tests.conftest import bearer
+from service.config import Settings
+from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.db import fetch_all, table_counts
-from tests.support.signing import encode, example, signed_headers
+from tests.support.postgres import execute_autocommit
+from tests.support.signing import SECRET, encode, example, signed_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -427,3 +430,27 @@ async def test_a_huge_cjk_text_is_stored_and_found_by_its_start_and_by_substring
         response = await client.get("/v1/search/ocr", params={"q": q},
                                     headers=bearer(read_token))
         assert [h["full_text"] for h in response.json()["data"]] == [text]
+
+
+# --- a connection that fails -----------------------------------------------------------------
+
+async def test_read_on_a_connection_postgresql_closed_is_503_and_the_next_read_succeeds(
+        postgres_admin_url, postgres_url):
+    """Reads use pooled connections without a ping first: one that the server closed fails
+    the read that gets it (503 with Retry-After, never a 500) and is never handed out again."""
+    settings = Settings(database_url=postgres_url, webhook_secrets=(SECRET,), log_format="json")
+    read_token = await create_token(settings, name="reader", scope="read")
+    async with serve_in_process(settings) as client:
+        first = await client.get("/v1/jobs", headers=bearer(read_token))
+        assert first.status_code == 200, first.text
+        name = postgres_url.rpartition("/")[2]
+        terminate = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608
+                     f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+        await anyio.to_thread.run_sync(execute_autocommit, postgres_admin_url, terminate)
+        failed = await client.get("/v1/jobs", headers=bearer(read_token))
+        assert failed.status_code == 503, failed.text
+        assert failed.json()["code"] == "unavailable"
+        assert failed.headers["retry-after"]
+        for _ in range(3):
+            again = await client.get("/v1/jobs/video_12345", headers=bearer(read_token))
+            assert again.status_code == 404, again.text

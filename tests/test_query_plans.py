@@ -18,20 +18,20 @@ import json
 import multiprocessing
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import ingest, payloads, queries, rebuild, search
 from service.config import Settings
 from service.db import Database
+from service.pagination import Page
 from tests.support.postgres import execute_autocommit
 from tests.support.signing import SECRET, encode
 
@@ -165,13 +165,13 @@ def seeded_url(postgres_admin_url: str, postgres_template: str) -> Iterator[str]
         execute_autocommit(postgres_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-Query = Callable[[AsyncConnection], Awaitable[Any]]
+Query = Callable[[sa.Connection], Any]
 LIMIT = 50
 UNCAPTURED = "tests.uncaptured"
 
 
-@asynccontextmanager
-async def _uncaptured(conn: AsyncConnection) -> AsyncIterator[None]:
+@contextmanager
+def _uncaptured(conn: sa.Connection) -> Iterator[None]:
     """Statements run inside are set-up (finding a cursor deep in a listing), not explained."""
     conn.info[UNCAPTURED] = True
     try:
@@ -192,8 +192,7 @@ async def _captured(database: Database, query: Query) -> list[tuple[str, Any]]:
 
     sa.event.listen(database.engine.sync_engine, "before_cursor_execute", capture)
     try:
-        async with database.read() as conn:
-            await query(conn)
+        await database.run_read(query)
     finally:
         sa.event.remove(database.engine.sync_engine, "before_cursor_execute", capture)
     return statements
@@ -205,19 +204,18 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-async def _job(conn: AsyncConnection, job_id: str) -> int:
-    pk = await queries.job_pk(conn, job_id)
+def _job(conn: sa.Connection, job_id: str) -> int:
+    pk = queries.job_pk(conn, job_id)
     assert pk is not None
     return pk
 
 
-async def _position(conn: AsyncConnection, listing: Callable[..., Awaitable[queries.Page]],
-                    depth: int) -> list[Any] | None:
+def _position(conn: sa.Connection, listing: Callable[..., Page], depth: int) -> list[Any] | None:
     """The cursor position after the first ``depth`` rows of a listing (None: first page)."""
     if not depth:
         return None
-    async with _uncaptured(conn):
-        page = await listing(conn, after=None, limit=depth)
+    with _uncaptured(conn):
+        page = listing(conn, after=None, limit=depth)
     assert page.next_position is not None, "the seeded listing is not that deep"
     return page.next_position
 
@@ -226,29 +224,29 @@ def _list_jobs(depth: int = 0, **filters: Any) -> Query:
     arguments = {"status": None, "kind": None, "received_after": None,
                  "received_before": None, **filters}
 
-    async def run(conn: AsyncConnection) -> Any:
+    def run(conn: sa.Connection) -> Any:
         listing = functools.partial(queries.list_jobs, **arguments)
-        return await listing(conn, after=await _position(conn, listing, depth), limit=LIMIT)
+        return listing(conn, after=_position(conn, listing, depth), limit=LIMIT)
     return run
 
 
-def _entity(function: Callable[..., Awaitable[Any]], job_id: str, depth: int = 0) -> Query:
-    async def run(conn: AsyncConnection) -> Any:
-        pk = await _job(conn, job_id)
+def _entity(function: Callable[..., Any], job_id: str, depth: int = 0) -> Query:
+    def run(conn: sa.Connection) -> Any:
+        pk = _job(conn, job_id)
         listing = functools.partial(function, conn, pk)
         after = None
         if depth:
-            async with _uncaptured(conn):
-                after = (await listing(None, depth)).next_position
+            with _uncaptured(conn):
+                after = listing(None, depth).next_position
             assert after is not None
-        return await listing(after, LIMIT)
+        return listing(after, LIMIT)
     return run
 
 
 def _ocr_search(q: str, language_code: str | None = None, offset: int = 0) -> Query:
-    async def run(conn: AsyncConnection) -> Any:
-        hits, _ = await search.search_ocr(conn, q, language_code=language_code, limit=LIMIT,
-                                          offset=offset)
+    def run(conn: sa.Connection) -> Any:
+        hits, _ = search.search_ocr(conn, q, language_code=language_code, limit=LIMIT,
+                                    offset=offset)
         assert hits, f"the seeded data has no OCR hit for {q!r}"
         return hits
     return run
@@ -257,27 +255,27 @@ def _ocr_search(q: str, language_code: str | None = None, offset: int = 0) -> Qu
 def _sections(depth: int = 0, **filters: Any) -> Query:
     arguments = {"tag": None, "critical": None, "min_confidence": None, **filters}
 
-    async def run(conn: AsyncConnection) -> Any:
+    def run(conn: sa.Connection) -> Any:
         listing = functools.partial(queries.find_sections, **arguments)
-        return await listing(conn, after=await _position(conn, listing, depth), limit=LIMIT)
+        return listing(conn, after=_position(conn, listing, depth), limit=LIMIT)
     return run
 
 
 def _tags(depth: int = 0, **filters: Any) -> Query:
     arguments = {"tag": None, "critical": None, "min_probability": None, **filters}
 
-    async def run(conn: AsyncConnection) -> Any:
+    def run(conn: sa.Connection) -> Any:
         listing = functools.partial(queries.find_tags, **arguments)
-        return await listing(conn, after=await _position(conn, listing, depth), limit=LIMIT)
+        return listing(conn, after=_position(conn, listing, depth), limit=LIMIT)
     return run
 
 
 def _deliveries(depth: int = 0, **filters: Any) -> Query:
     arguments = {"job_id": None, "outcome": None, **filters}
 
-    async def run(conn: AsyncConnection) -> Any:
+    def run(conn: sa.Connection) -> Any:
         listing = functools.partial(queries.list_deliveries, **arguments)
-        return await listing(conn, after=await _position(conn, listing, depth), limit=LIMIT)
+        return listing(conn, after=_position(conn, listing, depth), limit=LIMIT)
     return run
 
 

@@ -9,7 +9,7 @@ Existing rows are backfilled in batches, before the index is built; on PostgreSQ
 generated column rewrites ``ocr_texts`` once.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 from collections.abc import Sequence
@@ -20,7 +20,7 @@ from alembic import op
 from service.cjk import search_terms
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

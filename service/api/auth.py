@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from typing import TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import sqlalchemy as sa
 from starlette.requests import Request
 
 from service import tokens
@@ -14,16 +14,22 @@ from service.http import ApiError
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="results-receiver"'}
 
+R = TypeVar("R")
 
-@asynccontextmanager
-async def authorized_read(request: Request, scope: tokens.Scope) -> AsyncIterator[AsyncConnection]:
-    """The route's read scope, opened by checking the request's bearer token inside it: the
-    check and the route's queries share one connection, one transaction and one snapshot."""
+
+async def authorized_read(request: Request, scope: tokens.Scope,
+                          body: Callable[[sa.Connection], R]) -> R:
+    """The route's whole read in one hop: the request's bearer token is checked, then ``body``
+    runs, on one connection in one read transaction (one snapshot). ``body`` runs only for a
+    valid token, so its parameter errors (422) never come before a 401."""
     token = _bearer_token(request)
     database: Database = request.state.database
-    async with database.read() as conn:
-        _check_scope(await tokens.authenticate(conn, token), scope)
-        yield conn
+
+    def checked(conn: sa.Connection) -> R:
+        _check_scope(tokens.authenticate(conn, token), scope)
+        return body(conn)
+
+    return await database.run_read(checked)
 
 
 async def require_token(request: Request, scope: tokens.Scope) -> str:
@@ -31,8 +37,8 @@ async def require_token(request: Request, scope: tokens.Scope) -> str:
     token's name."""
     token = _bearer_token(request)
     database: Database = request.state.database
-    async with database.read() as conn:
-        return _check_scope(await tokens.authenticate(conn, token), scope)
+    return await database.run_read(
+        lambda conn: _check_scope(tokens.authenticate(conn, token), scope))
 
 
 def _bearer_token(request: Request) -> str:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import queries
+from service import pagination, queries
 from service.api import params
 from service.api.auth import authorized_read
-from service.api.jobs import page_response
 from service.http import ApiError, JSONResponse
+from service.pagination import Page
+
+Json = dict[str, Any]
 
 OUTCOMES = ("stored", "duplicate", "updated", "ignored", "rejected")
 
@@ -31,22 +36,26 @@ def _links(request: Request, delivery_id: int) -> dict[str, str]:
 
 
 async def list_deliveries(request: Request) -> Response:
-    async with authorized_read(request, "admin") as conn:
+    def read(conn: sa.Connection) -> Page:
         job_id = params.text(request, "job_id", max_length=512)
         outcome = params.choice(request, "outcome", OUTCOMES)
         limit = params.limit(request)
-        after = params.cursor(request, "deliveries", (int,))
-        page = await queries.list_deliveries(conn, job_id=job_id, outcome=outcome, after=after,
-                                             limit=limit)
+        after = pagination.cursor(request, "deliveries", (int,))
+        return queries.list_deliveries(conn, job_id=job_id, outcome=outcome, after=after,
+                                       limit=limit)
+
+    page = await authorized_read(request, "admin", read)
     for row in page.rows:
         row["links"] = _links(request, row["id"])
-    return page_response("deliveries", page)
+    return pagination.page_response("deliveries", page)
 
 
 async def get_delivery(request: Request) -> Response:
-    async with authorized_read(request, "admin") as conn:
+    def read(conn: sa.Connection) -> tuple[int, Json | None]:
         delivery_id = _delivery_id(request)
-        found = await queries.delivery(conn, delivery_id)
+        return delivery_id, queries.delivery(conn, delivery_id)
+
+    delivery_id, found = await authorized_read(request, "admin", read)
     if found is None:
         raise _not_found(delivery_id)
     found["links"] = _links(request, delivery_id)
@@ -54,9 +63,11 @@ async def get_delivery(request: Request) -> Response:
 
 
 async def get_delivery_raw(request: Request) -> Response:
-    async with authorized_read(request, "admin") as conn:
+    def read(conn: sa.Connection) -> tuple[int, bytes | None]:
         delivery_id = _delivery_id(request)
-        body = await queries.delivery_body(conn, delivery_id)
+        return delivery_id, queries.delivery_body(conn, delivery_id)
+
+    delivery_id, body = await authorized_read(request, "admin", read)
     if body is None:
         raise _not_found(delivery_id)
     return Response(body, media_type="application/octet-stream", headers={

@@ -6,20 +6,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import queries, rebuild
+from service import pagination, queries, rebuild
 from service.api import params
 from service.api.auth import authorized_read, require_token
 from service.db import Database
 from service.http import ApiError, JSONResponse
+from service.pagination import Page
+
+Json = dict[str, Any]
 
 JOB_STATUSES = ("finished", "failed")
 JOB_KINDS = ("video", "image_batch")
 
-EntityQuery = Callable[[AsyncConnection, int, list[Any] | None, int], Awaitable[queries.Page]]
+EntityQuery = Callable[[sa.Connection, int, list[Any] | None, int], Page]
 ENTITIES: dict[str, tuple[EntityQuery, tuple[type, ...]]] = {
     "scenes": (queries.job_scenes, (int, int)),
     "activity": (queries.job_activity, (int, int)),
@@ -37,12 +40,6 @@ def job_links(request: Request, job_id: str) -> dict[str, str]:
             **{name: f"{base}/{name}" for name in ENTITIES}}
 
 
-def page_response(kind: str, page: queries.Page) -> Response:
-    next_cursor = None if page.next_position is None else params.encode_cursor(
-        kind, page.next_position)
-    return JSONResponse({"data": page.rows, "next_cursor": next_cursor})
-
-
 def job_id_param(request: Request) -> str:
     """The path's job id; one no job can have (too long, or with NUL) is simply not found."""
     job_id = unquote(request.path_params["job_id"])  # encoded by KeepJobIdWhole
@@ -56,27 +53,31 @@ def not_found(job_id: str) -> ApiError:
 
 
 async def list_jobs(request: Request) -> Response:
-    async with authorized_read(request, "read") as conn:
+    def read(conn: sa.Connection) -> Page:
         status = params.choice(request, "status", JOB_STATUSES)
         kind = params.choice(request, "kind", JOB_KINDS)
         received_after = params.timestamp(request, "received_after")
         received_before = params.timestamp(request, "received_before")
         limit = params.limit(request)
-        after = params.cursor(request, "jobs", (int, int))
+        after = pagination.cursor(request, "jobs", (int, int))
         if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
-            raise params.invalid("cursor", "is not a cursor from this listing; start without one")
-        page = await queries.list_jobs(
+            raise pagination.bad_cursor()
+        return queries.list_jobs(
             conn, status=status, kind=kind, received_after=received_after,
             received_before=received_before, after=after, limit=limit)
+
+    page = await authorized_read(request, "read", read)
     for row in page.rows:
         row["links"] = job_links(request, row["job_id"])
-    return page_response("jobs", page)
+    return pagination.page_response("jobs", page)
 
 
 async def get_job(request: Request) -> Response:
-    async with authorized_read(request, "read") as conn:
+    def read(conn: sa.Connection) -> tuple[str, Json | None]:
         job_id = job_id_param(request)
-        summary = await queries.job_summary(conn, job_id)
+        return job_id, queries.job_summary(conn, job_id)
+
+    job_id, summary = await authorized_read(request, "read", read)
     if summary is None:
         raise not_found(job_id)
     summary["links"] = job_links(request, job_id)
@@ -84,9 +85,11 @@ async def get_job(request: Request) -> Response:
 
 
 async def get_payload(request: Request) -> Response:
-    async with authorized_read(request, "read") as conn:
+    def read(conn: sa.Connection) -> tuple[str, Json | None]:
         job_id = job_id_param(request)
-        payload = await rebuild.rebuild(conn, job_id)
+        return job_id, rebuild.rebuild(conn, job_id)
+
+    job_id, payload = await authorized_read(request, "read", read)
     if payload is None:
         raise not_found(job_id)
     return JSONResponse(payload)
@@ -94,17 +97,19 @@ async def get_payload(request: Request) -> Response:
 
 def entity_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
     query, cursor_types = ENTITIES[name]
+    kind = f"job-{name}"
 
     async def endpoint(request: Request) -> Response:
-        async with authorized_read(request, "read") as conn:
+        def read(conn: sa.Connection) -> Page:
             job_id = job_id_param(request)
             limit = params.limit(request)
-            after = params.cursor(request, f"job-{name}", cursor_types)
-            pk = await queries.job_pk(conn, job_id)
+            after = pagination.cursor(request, kind, cursor_types)
+            pk = queries.job_pk(conn, job_id)
             if pk is None:
                 raise not_found(job_id)
-            page = await query(conn, pk, after, limit)
-        return page_response(f"job-{name}", page)
+            return query(conn, pk, after, limit)
+
+        return pagination.page_response(kind, await authorized_read(request, "read", read))
 
     endpoint.__name__ = f"list_job_{name}"
     return endpoint

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 
 from service.http import ApiError
@@ -23,7 +20,7 @@ def invalid(name: str, message: str, **details: Any) -> ApiError:
                     {"parameter": name, **details})
 
 
-def _raw(request: Request, name: str) -> str | None:
+def raw_param(request: Request, name: str) -> str | None:
     values = request.query_params.getlist(name)
     if len(values) > 1:
         raise invalid(name, "given more than once")
@@ -31,7 +28,7 @@ def _raw(request: Request, name: str) -> str | None:
 
 
 def limit(request: Request) -> int:
-    raw = _raw(request, "limit")
+    raw = raw_param(request, "limit")
     if raw is None:
         return DEFAULT_LIMIT
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
@@ -40,7 +37,7 @@ def limit(request: Request) -> int:
 
 
 def choice(request: Request, name: str, allowed: Collection[str]) -> str | None:
-    raw = _raw(request, name)
+    raw = raw_param(request, name)
     if raw is not None and raw not in allowed:
         raise invalid(name, f"must be one of {', '.join(sorted(allowed))}", value=raw,
                       allowed=sorted(allowed))
@@ -48,7 +45,7 @@ def choice(request: Request, name: str, allowed: Collection[str]) -> str | None:
 
 
 def boolean(request: Request, name: str) -> bool | None:
-    raw = _raw(request, name)
+    raw = raw_param(request, name)
     if raw is None:
         return None
     lowered = raw.lower()
@@ -60,7 +57,7 @@ def boolean(request: Request, name: str) -> bool | None:
 
 
 def number(request: Request, name: str) -> float | None:
-    raw = _raw(request, name)
+    raw = raw_param(request, name)
     if raw is None:
         return None
     try:
@@ -74,7 +71,7 @@ def number(request: Request, name: str) -> float | None:
 
 def timestamp(request: Request, name: str) -> datetime | None:
     """An ISO 8601 date-time; one without an offset is taken as UTC."""
-    raw = _raw(request, name)
+    raw = raw_param(request, name)
     if raw is None:
         return None
     try:
@@ -88,7 +85,7 @@ def timestamp(request: Request, name: str) -> datetime | None:
 
 def text(request: Request, name: str, *, required: bool = False, max_length: int = 200,
          min_length: int = 1) -> str | None:
-    raw = _raw(request, name)
+    raw = raw_param(request, name)
     if raw is None:
         if required:
             raise invalid(name, "is required")
@@ -97,39 +94,3 @@ def text(request: Request, name: str, *, required: bool = False, max_length: int
         raise invalid(name, f"must be {min_length} to {max_length} characters, without NUL",
                       length=len(raw))
     return raw
-
-
-# --- cursors ---------------------------------------------------------------------------------
-
-_cursor_encoder = msgspec.json.Encoder()
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-def encode_cursor(kind: str, position: list[Any]) -> str:
-    """An opaque cursor: which listing it belongs to and where the last page ended."""
-    raw = _cursor_encoder.encode([kind, *position])
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def cursor(request: Request, kind: str, types: tuple[type, ...]) -> list[Any] | None:
-    """The position in a cursor from this listing, or None for the first page."""
-    raw = _raw(request, "cursor")
-    if raw is None:
-        return None
-    try:
-        if len(raw) > 512 or not raw.isascii():
-            raise ValueError
-        decoded = msgspec.json.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        if not isinstance(decoded, list) or not decoded or decoded[0] != kind:
-            raise ValueError
-        position = decoded[1:]
-        if len(position) != len(types) or not all(
-                isinstance(v, t) and not isinstance(v, bool) for v, t in zip(
-                    position, types, strict=True)):
-            raise ValueError
-        # Positions are 64-bit database integers; anything else is forged.
-        if any(isinstance(v, int) and not _INT64_MIN <= v <= _INT64_MAX for v in position):
-            raise ValueError
-    except (ValueError, binascii.Error, msgspec.DecodeError, UnicodeDecodeError):
-        raise invalid("cursor", "is not a cursor from this listing; start without one") from None
-    return position
