@@ -16,10 +16,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from service.vocabulary import JobKind, JobStatus
+
 # Text columns must hold any string a database can store: PostgreSQL refuses U+0000.
 Text = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$")]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[^\x00]*$")]
-JobStatus = Literal["finished", "failed"]
 # A plain str: msgspec 0.19-0.22 crash at exit on a union of a pattern-constrained str and
 # a dict. The error is stored JSON-encoded, so a NUL in it is escaped and harmless.
 Error = str | dict[str, Any]
@@ -103,7 +104,6 @@ class Payload(_Model):
     error: Error | None = None
 
 
-JobKind = Literal["video", "image_batch"]
 
 
 class PayloadError(Exception):

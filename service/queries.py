@@ -34,17 +34,8 @@ person_scenes = models.table_of(models.PersonScene)
 persons = models.table_of(models.Person)
 tags = models.table_of(models.Tag)
 
-COUNT_COLUMNS = {
-    "items": "item_count",
-    "scenes": "scene_count",
-    "activity": "activity_count",
-    "sections": "section_count",
-    "segments": "segment_count",
-    "ocr": "ocr_count",
-    "person_scenes": "person_scene_count",
-    "persons": "person_count",
-    "tags": "tag_count",
-}
+COUNT_COLUMNS = {entity.name: entity.column for entity in models.ENTITY_COUNTS}
+"""A job summary's ``counts``: entity name -> count column of ``jobs``."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The microseconds that datetime can represent (cursor positions outside are forged).
 MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)

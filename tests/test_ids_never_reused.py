@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from service import models
 from service.config import Settings
-from service.migrations import upgrade
+from service.migrations import alembic_config, upgrade
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.db import ALL_TABLES, fetch_all, table_counts
 from tests.support.signing import SECRET, encode, example, signed_headers
@@ -71,7 +72,9 @@ def _rows(path: Path, table: str) -> list[tuple[object, ...]]:
 async def test_migration_0003_keeps_every_row_index_and_search_of_a_0002_database(tmp_path):
     path = tmp_path / "old.db"
     url = f"sqlite:///{path}"
-    await asyncio.to_thread(upgrade, url, "0002")
+    # Data written by the current code, then the schema taken back to 0002 (a database as
+    # 0002 left it, holding rows of every table), then upgraded step by step.
+    await asyncio.to_thread(upgrade, url)
     settings = Settings(database_url=url, webhook_secrets=(SECRET,), log_format="json")
     await create_token(settings, name="reader", scope="read")
     admin = await create_token(settings, name="admin", scope="admin")
@@ -80,12 +83,13 @@ async def test_migration_0003_keeps_every_row_index_and_search_of_a_0002_databas
             await deliver(client, example(name))
         doomed = await deliver(client, video("job-x"))
         assert (await client.delete("/v1/jobs/job-x", headers=bearer(admin))).status_code == 204
+    await asyncio.to_thread(command.downgrade, alembic_config(url), "0002")
     before_schema = _schema(path)
     before_rows = {table: _rows(path, table) for table in (*ALL_TABLES, "api_tokens")}
     before_counts = await table_counts(settings)
     assert "AUTOINCREMENT" not in before_schema["deliveries"]
 
-    await asyncio.to_thread(upgrade, url)
+    await asyncio.to_thread(upgrade, url, "0003")
 
     after_schema = _schema(path)
     for table in ("jobs", "deliveries", "api_tokens"):
@@ -101,6 +105,7 @@ async def test_migration_0003_keeps_every_row_index_and_search_of_a_0002_databas
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
+    await asyncio.to_thread(upgrade, url)
     async with serve_in_process(settings) as client:
         found = await client.get("/v1/search/ocr", params={"q": "leash"}, headers=bearer(admin))
         assert found.status_code == 200, found.text

@@ -115,10 +115,11 @@ def _store_rows_at_0002(connection: sa.Connection) -> None:
 
 
 async def _texts_found(url: str, q: str) -> list[str]:
-    database = Database.from_settings(Settings(database_url=url, webhook_secrets=("s",)))
+    settings = Settings(database_url=url, webhook_secrets=("a-secret-of-16-bytes",))
+    database = Database.from_settings(settings)
     try:
-        async with database.read() as conn:
-            hits, _ = await search.search_ocr(conn, q, language_code=None, limit=10, offset=0)
+        hits, _ = await database.run_read(search.search_ocr, q, language_code=None, limit=10,
+                                          offset=0)
     finally:
         await database.dispose()
     return sorted(hit["full_text"] for hit in hits)

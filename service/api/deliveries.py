@@ -13,10 +13,10 @@ from service.api import params
 from service.api.auth import authorized_read
 from service.http import ApiError, JSONResponse
 from service.pagination import Page
+from service.vocabulary import OUTCOMES
 
 Json = dict[str, Any]
 
-OUTCOMES = ("stored", "duplicate", "updated", "ignored", "rejected")
 
 
 def _delivery_id(request: Request) -> int:

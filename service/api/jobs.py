@@ -16,11 +16,10 @@ from service.api.auth import authorized_read, require_token
 from service.db import Database
 from service.http import ApiError, JSONResponse
 from service.pagination import Page
+from service.vocabulary import JOB_KINDS, JOB_STATUSES
 
 Json = dict[str, Any]
 
-JOB_STATUSES = ("finished", "failed")
-JOB_KINDS = ("video", "image_batch")
 
 EntityQuery = Callable[[sa.Connection, int, list[Any] | None, int], Page]
 ENTITIES: dict[str, tuple[EntityQuery, tuple[type, ...]]] = {

@@ -11,8 +11,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api import deliveries, jobs, params
+from service.api import params
 from service.http import JSONResponse
+from service.vocabulary import ACCEPTED_OUTCOMES, JOB_KINDS, JOB_STATUSES, OUTCOMES
 
 Schema = dict[str, Any]
 
@@ -89,7 +90,7 @@ def _upstream_schemas() -> dict[str, Schema]:
         ),
         "Payload": _object(
             ["job_id", "status"], job_id=STRING,
-            status={"type": "string", "enum": list(jobs.JOB_STATUSES)},
+            status={"type": "string", "enum": list(JOB_STATUSES)},
             result=_ref("UpstreamVideoResult"),
             items={"type": "array", "items": _ref("UpstreamImageItem")},
             error=UPSTREAM_ERROR,
@@ -115,12 +116,12 @@ def _schemas() -> dict[str, Schema]:
         "Error": _object(error=STRING, code=STRING, details={"type": "object"}),
         "WebhookAccepted": _object(
             job_id=STRING, delivery_id=INTEGER,
-            outcome={"type": "string", "enum": ["stored", "duplicate", "updated", "ignored"]}),
+            outcome={"type": "string", "enum": list(ACCEPTED_OUTCOMES)}),
         "Health": _object(["status"], status=STRING, schema=N_STRING, reason=STRING,
                           head=STRING),
         "JobSummary": _object(
-            job_id=STRING, kind=_nullable({"type": "string", "enum": list(jobs.JOB_KINDS)}),
-            status={"type": "string", "enum": list(jobs.JOB_STATUSES)},
+            job_id=STRING, kind=_nullable({"type": "string", "enum": list(JOB_KINDS)}),
+            status={"type": "string", "enum": list(JOB_STATUSES)},
             error=_nullable(UPSTREAM_ERROR), received_at=DATETIME, updated_at=DATETIME,
             deliveries=INTEGER, counts=counts, links=LINKS),
         "JobPage": _page("JobSummary"),
@@ -160,7 +161,7 @@ def _schemas() -> dict[str, Schema]:
             ["id", "job_id", "received_at", "outcome", "error", "error_code",
              "signature_scheme", "size", "body_sha256", "request_id", "client_ip"],
             id=INTEGER, job_id=N_STRING, received_at=DATETIME,
-            outcome={"type": "string", "enum": list(deliveries.OUTCOMES)},
+            outcome={"type": "string", "enum": list(OUTCOMES)},
             error=N_STRING, error_code=N_STRING, signature_scheme=STRING, size=INTEGER,
             body_sha256=STRING, request_id=N_STRING, client_ip=N_STRING, links=LINKS),
         "DeliveryPage": _page("Delivery"),
@@ -247,9 +248,9 @@ def _paths() -> dict[str, Schema]:
                                           "503": _json("Health", "not ready")}}},
         "/v1/jobs": {"get": _operation(
             "Jobs, newest first", {"200": _json("JobPage")},
-            _param("status", "query", {"type": "string", "enum": list(jobs.JOB_STATUSES)},
+            _param("status", "query", {"type": "string", "enum": list(JOB_STATUSES)},
                    "only jobs with this status"),
-            _param("kind", "query", {"type": "string", "enum": list(jobs.JOB_KINDS)},
+            _param("kind", "query", {"type": "string", "enum": list(JOB_KINDS)},
                    "only jobs of this kind"),
             _param("received_after", "query", DATETIME, "ISO 8601, exclusive"),
             _param("received_before", "query", DATETIME, "ISO 8601, exclusive"),
@@ -292,7 +293,7 @@ def _paths() -> dict[str, Schema]:
             "The delivery log, newest first", {"200": _json("DeliveryPage")},
             _param("job_id", "query", {"type": "string", "minLength": 1, "maxLength": 512},
                    "deliveries of this job"),
-            _param("outcome", "query", {"type": "string", "enum": list(deliveries.OUTCOMES)},
+            _param("outcome", "query", {"type": "string", "enum": list(OUTCOMES)},
                    "only this outcome"),
             LIMIT, CURSOR, admin=True, tag="deliveries")},
         "/v1/deliveries/{delivery_id}": {"get": _operation(

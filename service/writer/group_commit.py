@@ -3,8 +3,9 @@
 A delivery submits its item and waits. If fewer than ``max_concurrent`` flushes are running,
 a flush starts at once with everything queued (so an idle service adds no latency); otherwise
 the item waits for the next flush, which takes up to ``max_batch`` queued items in arrival
-order. Items with the same key (a job id) never share a flush: a later copy waits for the
-next one, so it sees the first copy's result.
+order. Items with the same key (a job id) never share a flush, and an item waits while a
+flush holding its key is running: a later copy is written after the first one committed, so
+it sees the first copy's result.
 
 The flush function returns one result per item, or an exception per item that failed on its
 own; if it raises, every item of the batch fails with that error. Nothing is acknowledged
@@ -32,6 +33,7 @@ class GroupCommit(Generic[Item, Result]):
         self._max_concurrent = max_concurrent
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
+        self._busy_keys: set[Hashable] = set()
         self.flushes = 0
         """Batches written so far (with :attr:`items`, the mean batch size)."""
         self.items = 0
@@ -50,11 +52,10 @@ class GroupCommit(Generic[Item, Result]):
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
         later: list[tuple[Item, asyncio.Future[Result]]] = []
-        keys: set[Hashable] = set()
         for entry in self._queue:
             key = self._key(entry[0])
-            if len(batch) < self._max_batch and key not in keys:
-                keys.add(key)
+            if len(batch) < self._max_batch and key not in self._busy_keys:
+                self._busy_keys.add(key)
                 batch.append(entry)
             else:
                 later.append(entry)
@@ -64,6 +65,10 @@ class GroupCommit(Generic[Item, Result]):
     async def _run(self) -> None:
         while self._queue:
             batch = self._take()
+            if not batch:
+                # Everything queued waits for keys another flush holds; that flush takes
+                # them when it is done.
+                return
             self.flushes += 1
             self.items += len(batch)
             try:
@@ -75,6 +80,8 @@ class GroupCommit(Generic[Item, Result]):
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            finally:
+                self._busy_keys.difference_update(self._key(item) for item, _ in batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue
