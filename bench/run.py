@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
                         help="small payload's driver: wrk when installed (auto), or python")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--query-sizes", default=None,
-                        help="stored jobs (100000,1000000; --quick: 300,1000); jobs beyond "
+                        help="stored jobs (100000,1000000; --quick: 1000,3000); jobs beyond "
                         "the first size are the small payload")
     parser.add_argument("--query-requests", type=int, default=None,
                         help="requests per query endpoint and round (300; --quick: 30)")
@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         seed=args.seed,
         cost_requests=cost,
         query_sizes=[int(n) for n in (args.query_sizes or
-                                      ("300,1000" if quick else "100000,1000000")).split(",")],
+                                      ("1000,3000" if quick else "100000,1000000")).split(",")],
         query_requests=args.query_requests or (30 if quick else 300),
         query_rounds=args.query_rounds,
         readers=args.readers,
@@ -238,7 +238,7 @@ def spawn_server(kind: str, *, workers: int, secret: str, workdir: Path,
 
 def wait_ready(server: Server, workers: int) -> None:
     process = server.process
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded 2-core box can take minutes to start three servers
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"{server.name} exited with {process.returncode}: "
@@ -738,9 +738,10 @@ def under_load(cfg: Config, dbs: Databases, results: dict[str, Any], url: str,
 
         async def read_all() -> list[dict[str, Any]]:
             # The readers start once the writers are past their warm-up and stop before them.
+            # (2 s: the load driver's own start; its windows then cover the readers').
             plans = [load.Plan(host="127.0.0.1", port=server.port, concurrency=per_endpoint,
-                               warmup=cfg.warmup + 1.0, runs=cfg.runs,
-                               duration=max(0.5, cfg.duration - 1.0 / cfg.runs),
+                               warmup=cfg.warmup + 2.0, runs=cfg.runs,
+                               duration=max(0.5, cfg.duration - 2.0 / cfg.runs),
                                requests=None, expect_status=200, timeout=60)
                      for _ in labels]
             sources = [load.GetSource(host=f"127.0.0.1:{server.port}", paths=paths[label],

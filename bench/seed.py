@@ -74,20 +74,25 @@ async def load(database_url: str, start: int, stop: int, *, seed: int = 1,
     settings = Settings(database_url=database_url, webhook_secrets=("bench",),
                         database_pool_size=4)
     database = Database.from_settings(settings)
-    lanes = 2 if postgres else 1
+    # Two lanes: one flattens a batch in Python while the other's batch is being written
+    # (sqlite3 and asyncpg release the GIL; on SQLite a lock keeps one writer at a time).
+    lanes = 2 if postgres or mode == "bulk" else 1
     batches = [(i, min(i + batch, stop)) for i in range(start, stop, batch)]
     done = [0]
     started = time.perf_counter()
+    sqlite_lock = asyncio.Lock()
 
     async def write(jobs: list[Job]) -> None:
         if mode == "store":
             await _write_each(database, jobs)
         elif postgres:
-            await _copy_postgres(database, jobs)
+            await _copy_postgres(database, jobs, shared)
         else:
-            await asyncio.to_thread(_insert_sqlite, database_url, jobs)
+            async with sqlite_lock:  # one writer at a time, without busy waits
+                await asyncio.to_thread(_insert_sqlite, database_url, jobs, shared)
 
     small = _SmallJobs(seed) if stop > small_from else None
+    shared = small.shared(_ASYNCPG if postgres else _PYSQLITE) if small else {}
 
     async def lane(index: int) -> None:
         for first, last in batches[index::lanes]:
@@ -124,6 +129,11 @@ class _SmallJobs:
             raise RuntimeError("the small payload's rows depend on its job id")
         self.prepared = first
 
+    def shared(self, dialect: sa.Dialect) -> Shared:
+        """Its rows, converted once, by ``id`` of each row list (every job shares them)."""
+        return {id(rows): _records(table, rows, dialect)
+                for table, rows in self.prepared.rows.items() if rows}
+
     def job(self, job_id: str) -> Job:
         body = self.template.body(job_id)
         parsed = payloads.parse(body)
@@ -145,37 +155,61 @@ async def _write_each(database: Database, jobs: list[Job]) -> None:
                 raise RuntimeError(f"seed job {prepared.job_id} was {result.outcome}")
 
 
-def _rows(jobs: list[Job], job_pks: Sequence[int], now: datetime) -> Rows:
-    """Every row of a batch, per table, in insertion order (parents first)."""
+Table = tuple[list[str], list[tuple[Any, ...]]]
+Shared = dict[int, Table]
+
+
+def _tables(jobs: list[Job], job_pks: Sequence[int], now: datetime, dialect: sa.Dialect,
+            shared: Shared) -> dict[str, Table]:
+    """Every row of a batch as columns and value tuples per table, in insertion order
+    (parents first). ``shared``: the converted rows of row lists many jobs share (the small
+    payload's), by ``id`` of the list."""
     bodies = [{"sha256": hashlib.sha256(body).hexdigest(), "body": body} for body, _ in jobs]
-    tables: Rows = {"delivery_bodies": bodies, "jobs": [
-        {"id": job_pk, "job_id": prepared.job_id, "received_at": now,
-         **dict(zip(JOB_VALUE_COLUMNS, job_values(prepared, now), strict=True))}
-        for job_pk, (_, prepared) in zip(job_pks, jobs, strict=True)]}
+    tables = {"delivery_bodies": _records("delivery_bodies", bodies, dialect),
+              "jobs": _records("jobs", [
+                  {"id": job_pk, "job_id": prepared.job_id, "received_at": now,
+                   **dict(zip(JOB_VALUE_COLUMNS, job_values(prepared, now), strict=True))}
+                  for job_pk, (_, prepared) in zip(job_pks, jobs, strict=True)], dialect)}
     for table in reversed(models.ENTITY_TABLES):  # parents first, as ingest does
-        rows = tables.setdefault(table.name, [])
+        columns: list[str] | None = None
+        records: list[tuple[Any, ...]] = []
         for job_pk, (_, prepared) in zip(job_pks, jobs, strict=True):
-            for row in prepared.rows.get(table.name, ()):
-                rows.append({**row, "job_pk": job_pk})
-    tables["deliveries"] = [
+            rows = prepared.rows.get(table.name)
+            if not rows:
+                continue
+            names, values = shared.get(id(rows)) or _records(table.name, rows, dialect)
+            if columns is None:
+                columns = names
+            elif names != columns:
+                raise RuntimeError(f"rows of {table.name} differ in their columns")
+            records += [(*record, job_pk) for record in values]
+        if columns is not None:
+            tables[table.name] = ([*columns, "job_pk"], records)
+    tables["deliveries"] = _records("deliveries", [
         {"job_id": prepared.job_id, "received_at": now, "outcome": "stored",
          "error_code": None, "error": None, "signature_scheme": "hmac-sha256",
          "size": len(body), "body_sha256": sha["sha256"],
          "content_sha256": prepared.content_sha256, "request_id": None, "client_ip": None}
-        for (body, prepared), sha in zip(jobs, bodies, strict=True)]
+        for (body, prepared), sha in zip(jobs, bodies, strict=True)], dialect)
     return tables
 
 
-def _records(table_name: str, rows: list[dict[str, Any]],
-             dialect: sa.Dialect) -> tuple[list[str], list[tuple[Any, ...]]]:
+_PROCESSORS: dict[tuple[str, tuple[str, ...], str], list[tuple[int, Any]]] = {}
+
+
+def _records(table_name: str, rows: list[dict[str, Any]], dialect: sa.Dialect) -> Table:
     """Column names and value tuples, each value converted by its column's type."""
-    table = models.jobs.metadata.tables[table_name]
     columns = list(rows[0])
+    key = (table_name, tuple(columns), dialect.name)
+    processors = _PROCESSORS.get(key)
+    if processors is None:
+        table = models.jobs.metadata.tables[table_name]
+        processors = _PROCESSORS[key] = [
+            (i, process) for i, name in enumerate(columns)
+            if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            is not None]
     records = list(map(operator.itemgetter(*columns), rows)) if len(columns) > 1 else \
         [(row[columns[0]],) for row in rows]
-    processors = [(i, process) for i, name in enumerate(columns)
-                  if (process := table.c[name].type.dialect_impl(dialect)
-                      .bind_processor(dialect)) is not None]
     if processors:
         converted = []
         for record in records:
@@ -191,21 +225,19 @@ _ASYNCPG = asyncpg_dialect()  # type: ignore[no-untyped-call]
 _PYSQLITE = pysqlite_dialect()
 
 
-async def _copy_postgres(database: Database, jobs: list[Job]) -> None:
+async def _copy_postgres(database: Database, jobs: list[Job], shared: Shared) -> None:
     async with database.write() as conn:
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
         job_pks = [row[0] for row in await driver.fetch(
             "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) "
             "FROM generate_series(1, $1)", len(jobs))]
-        for table_name, rows in _rows(jobs, job_pks, utcnow()).items():
-            if rows:
-                columns, records = _records(table_name, rows, _ASYNCPG)
-                await driver.copy_records_to_table(table_name, records=records,
-                                                   columns=columns)
+        for table_name, (columns, records) in _tables(jobs, job_pks, utcnow(), _ASYNCPG,
+                                                      shared).items():
+            await driver.copy_records_to_table(table_name, records=records, columns=columns)
 
 
-def _insert_sqlite(database_url: str, jobs: list[Job]) -> None:
+def _insert_sqlite(database_url: str, jobs: list[Job], shared: Shared) -> None:
     path = database_url.split("///", 1)[1]
     connection = sqlite3.connect(path, isolation_level=None, timeout=60)
     try:
@@ -213,13 +245,12 @@ def _insert_sqlite(database_url: str, jobs: list[Job]) -> None:
         connection.execute("BEGIN IMMEDIATE")
         last = connection.execute("SELECT coalesce(max(id), 0) FROM jobs").fetchone()[0]
         job_pks = range(last + 1, last + 1 + len(jobs))
-        for table_name, rows in _rows(jobs, job_pks, utcnow()).items():
-            if rows:
-                columns, records = _records(table_name, rows, _PYSQLITE)
-                marks = ", ".join("?" * len(columns))
-                connection.executemany(
-                    f"INSERT INTO {table_name} ({', '.join(columns)}) "  # noqa: S608
-                    f"VALUES ({marks})", records)
+        for table_name, (columns, records) in _tables(jobs, job_pks, utcnow(), _PYSQLITE,
+                                                      shared).items():
+            marks = ", ".join("?" * len(columns))
+            connection.executemany(
+                f"INSERT INTO {table_name} ({', '.join(columns)}) "  # noqa: S608
+                f"VALUES ({marks})", records)
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
