@@ -206,8 +206,12 @@ class Server:
 
 
 def _base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "BENCH_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "BENCH_"))
+           and k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = str(ROOT)
+    # Servers start many times per run: keep their compiled bytecode (out of the source tree)
+    # so that a worker imports in a second, well within uvicorn's worker health check.
+    env["PYTHONPYCACHEPREFIX"] = str(BENCH / "out" / "pycache")
     return env
 
 
