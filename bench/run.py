@@ -92,8 +92,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description="results-receiver benchmark (bench/README.md)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run of every part (2 workers only, 1 s windows, small "
-                        "databases): a few minutes, rough numbers")
+                        help="a smoke run of every part (1 s windows, small databases): a "
+                        "few minutes, rough numbers")
     parser.add_argument("--runs", type=int, default=None,
                         help="timed windows per target, interleaved (3)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per window (8)")
