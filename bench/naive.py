@@ -118,8 +118,9 @@ def _video_rows(job: Job, result: dict[str, Any]) -> list[SQLModel]:
         rows.append(Scene(job_pk=pk, item_index=0, scene_index=i,
                           start_seconds=scene.get("start_seconds"),
                           end_seconds=scene.get("end_seconds")))
-    for i, value in enumerate(activity or []):
-        rows.append(FrameActivity(job_pk=pk, item_index=0, frame_index=i, value=value))
+    if activity is not None:  # the series is one row of packed little-endian doubles
+        rows.append(FrameActivity(job_pk=pk, item_index=0, frame_count=len(activity),
+                                  diffs=struct.pack(f"<{len(activity)}d", *activity)))
     for i, section in enumerate(sections or []):
         segments = section.get("time_segments")
         rows.append(Section(job_pk=pk, item_index=0, section_index=i,

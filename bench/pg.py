@@ -1,30 +1,38 @@
-"""A throwaway PostgreSQL cluster for the benchmark, configured like a production server.
+"""The benchmark's PostgreSQL server settings: ``stock`` and ``tuned``, side by side.
 
-Unlike the tests' cluster (fsync off), this one keeps every durability setting at its
-default (fsync, synchronous_commit and full_page_writes on: a commit waits for its WAL flush)
-and sizes memory and checkpoints as one would on a dedicated database box. The settings are
-in :data:`SETTINGS` and are printed into RESULTS.md. As root the server runs as ``postgres``.
+The clusters themselves come from the one throwaway-cluster helper of the project,
+:mod:`tests.support.postgres` (initdb, pg_ctl, port, socket folder, running as ``postgres``
+when root). This module holds only what the benchmark sets on them:
+
+* ``stock``: initdb's defaults; nothing is set besides port, socket folder and loopback.
+* ``tuned`` (:data:`TUNED`): what docs/DEPLOY.md recommends for a dedicated database box,
+  every durability setting left on (fsync, synchronous_commit, full_page_writes: a commit
+  waits for its WAL flush). ``wal_compression`` is the best method the server was built
+  with: zstd, else lz4, else pglz (:func:`best_wal_compression`).
+
+The targets in RESULTS.md are judged on the tuned cluster.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-SETTINGS: dict[str, str] = {
+from tests.support.postgres import ClusterError, PostgresCluster, running_cluster
+
+TUNED: dict[str, str] = {
     "max_connections": "200",
     "shared_buffers": "1GB",
     "effective_cache_size": "4GB",
     "work_mem": "16MB",
     "maintenance_work_mem": "256MB",
-    "wal_buffers": "16MB",
+    # Group commit: a committing backend waits up to commit_delay microseconds for others
+    # (when at least commit_siblings transactions are open) so that one WAL flush serves them.
+    "commit_delay": "200",
+    "commit_siblings": "4",
+    "wal_buffers": "64MB",
+    "wal_compression": "zstd",  # or lz4 / pglz: see best_wal_compression()
     "min_wal_size": "1GB",
     "max_wal_size": "4GB",
     "checkpoint_completion_target": "0.9",
@@ -34,87 +42,50 @@ SETTINGS: dict[str, str] = {
     "fsync": "on",
     "synchronous_commit": "on",
     "full_page_writes": "on",
-    "wal_compression": "on",
     "autovacuum": "on",
     "jit": "off",
 }
+"""The tuned profile, the one place it is written down (docs/DEPLOY.md quotes it)."""
+
+WAL_COMPRESSION_PREFERENCE = ("zstd", "lz4", "pglz")
+
+PROFILES = ("stock", "tuned")
+
+SHOWN = sorted({*TUNED, "wal_compression", "wal_level", "max_wal_senders"})
+"""Settings whose values RESULTS.md prints for each cluster."""
 
 
-def find_bindir() -> Path | None:
-    candidates: list[str] = []
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True,  # noqa: S603
-                             text=True, check=False)
-        candidates.append(out.stdout.strip())
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "initdb").exists():
-            return Path(candidate)
-    return None
+def best_wal_compression(cluster: PostgresCluster) -> str:
+    """The first of zstd, lz4, pglz the running server accepts (a build option)."""
+    for method in WAL_COMPRESSION_PREFERENCE:
+        try:
+            cluster.psql(f"SET wal_compression = {method}")
+        except ClusterError:
+            continue
+        return method
+    return "on"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@contextmanager
+def cluster(profile: str, parent: Path | None = None) -> Iterator[PostgresCluster]:
+    """A started throwaway cluster with the ``stock`` or ``tuned`` settings."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown PostgreSQL profile {profile!r}")
+    # The server refuses to start with a method it was not built with: start without it,
+    # ask, then restart with the best one.
+    settings = {} if profile == "stock" else {k: v for k, v in TUNED.items()
+                                              if k != "wal_compression"}
+    with running_cluster(settings=settings, parent=parent, prefix=f"bench-pg-{profile}-") as pg:
+        if profile == "tuned":
+            pg.settings["wal_compression"] = best_wal_compression(pg)
+            pg.stop()
+            pg.start()
+        yield pg
 
 
-class Cluster:
-    """initdb, start, stop and remove a private cluster on a free loopback port."""
-
-    def __init__(self, bindir: Path, parent: Path | None = None) -> None:
-        self.bindir = bindir
-        self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="bench-pg-", dir=parent))
-        self.data = self.root / "data"
-        self._as_postgres = os.geteuid() == 0
-        if self._as_postgres:
-            shutil.chown(self.root, user="postgres")
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _run(self, *args: str) -> str:
-        command = [str(self.bindir / args[0]), *args[1:]]
-        if self._as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True,  # noqa: S603
-                                cwd=self.root, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed: {result.stdout}\n{result.stderr}")
-        return result.stdout
-
-    def start(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "--encoding=UTF8", "--locale=C.UTF-8")
-        options = [f"-p {self.port}", f"-k {self.root}", "-c listen_addresses=127.0.0.1",
-                   *(f"-c {k}={v}" for k, v in SETTINGS.items())]
-        self._run("pg_ctl", "-D", str(self.data), "-o", " ".join(options), "-l",
-                  str(self.root / "server.log"), "-w", "-t", "60", "start")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        return self._run("psql", "-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p",
-                         str(self.port), "-U", "postgres", "-d", database, "-c", sql)
-
-    def create_database(self, name: str) -> str:
-        self.psql(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def destroy(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+def shown_settings(pg: PostgresCluster) -> list[str]:
+    names = ",".join(f"'{name}'" for name in SHOWN)
+    shown = pg.psql(
+        "SELECT name || '=' || setting || coalesce(unit, '') FROM pg_settings "  # noqa: S608
+        f"WHERE name IN ({names}) ORDER BY name")
+    return shown.split()

@@ -55,17 +55,10 @@ def database_url(kind: str, workdir: Path, name: str) -> Iterator[str]:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    bindir = pg.find_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL server binaries not found")
-    cluster = pg.Cluster(bindir)
-    try:
-        cluster.start()
+    with pg.cluster("tuned") as cluster:
         url = cluster.create_database(name)
         upgrade(url)
         yield url
-    finally:
-        cluster.destroy()
 
 
 async def ingest_many(url: str, name: str, tag: str, count: int, warmup: int,

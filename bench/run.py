@@ -45,7 +45,8 @@ from typing import Any
 
 import httpx
 
-from bench import load, payloads, pg, wrkdriver
+from bench import costs, load, payloads, pg, wrkdriver
+from tests.support.postgres import PostgresCluster, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -70,13 +71,16 @@ class Config:
     concurrency: int
     duplicates: float
     databases: list[str]
-    workers: list[int]
+    workers: dict[str, list[int]]
+    pg_profiles: list[str]
     payloads: list[str]
     driver: str  # auto, python or wrk (wrk is used for the small payload only)
     seed: int
     cost_requests: dict[str, int]
     query_sizes: list[int]
     query_requests: int
+    query_rounds: int
+    readers: int
     loader: str
     keep_databases: bool
     out: Path
@@ -88,9 +92,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description="results-receiver benchmark (bench/README.md)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run of every part (2 workers only, 1 s windows, small "
-                        "databases): a few minutes, rough numbers")
-    parser.add_argument("--runs", type=int, default=None, help="timed windows per target (5)")
+                        help="a smoke run of every part (1 s windows, small databases): a "
+                        "few minutes, rough numbers")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="timed windows per target, interleaved (3)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per window (8)")
     parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds (4)")
     parser.add_argument("--concurrency", type=int, default=None,
@@ -98,20 +103,32 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--duplicates", type=float, default=0.1,
                         help="share of redeliveries among webhook requests (0.1)")
     parser.add_argument("--databases", default="sqlite,postgresql")
-    parser.add_argument("--workers", default=None, help="worker counts (1,2; --quick: 2)")
+    parser.add_argument("--workers", default=None,
+                        help="worker counts for every database (default: SQLite 1, "
+                        "PostgreSQL 2, the targets' configurations)")
+    parser.add_argument("--pg-profiles", default="stock,tuned",
+                        help="PostgreSQL settings to measure throughput with (bench/pg.py); "
+                        "cost, large and queries run on the tuned one")
     parser.add_argument("--payloads", default="small,typical",
                         help=f"throughput payloads, from {','.join(payloads.PAYLOAD_NAMES)}")
     parser.add_argument("--driver", choices=["auto", "python", "wrk"], default="auto",
                         help="small payload's driver: wrk when installed (auto), or python")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--query-sizes", default=None, help="stored jobs (10000,100000)")
+    parser.add_argument("--query-sizes", default=None,
+                        help="stored jobs (100000,1000000; --quick: 1000,3000); jobs beyond "
+                        "the first size are the small payload")
     parser.add_argument("--query-requests", type=int, default=None,
-                        help="requests per query endpoint (500)")
+                        help="requests per query endpoint and round (300; --quick: 30)")
+    parser.add_argument("--query-rounds", type=int, default=3,
+                        help="interleaved rounds over the query endpoints (3)")
+    parser.add_argument("--readers", type=int, default=32,
+                        help="concurrent readers of the queries-under-load measurement (32)")
     parser.add_argument("--loader", choices=["bulk", "store"], default="bulk",
                         help="query corpus loader (bench/seed.py): bulk inserts of prepare()d "
                         "rows (default) or ingest.store per job (faithful, ~5x slower)")
     parser.add_argument("--skip", default="",
-                        help="parts to leave out: throughput,cost,large,queries,client-check")
+                        help="parts to leave out: throughput,cost,large,queries,under-load,"
+                        "client-check")
     parser.add_argument("--keep-databases", action="store_true",
                         help="keep the SQLite files in bench/out/run-*/ (deleted by default)")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
@@ -122,20 +139,25 @@ def parse_args(argv: list[str] | None = None) -> Config:
             {"small": 300, "image": 40, "typical": 40, "typical_x4": 15, "large": 3})
     return Config(
         quick=quick,
-        runs=args.runs or (2 if quick else 5),
+        runs=args.runs or 3,
         duration=args.duration or (1.0 if quick else 8.0),
         warmup=args.warmup or (0.5 if quick else 4.0),
         concurrency=args.concurrency or (8 if quick else 32),
         duplicates=args.duplicates,
         databases=[d for d in args.databases.split(",") if d],
-        workers=[int(w) for w in (args.workers or ("2" if quick else "1,2")).split(",") if w],
+        workers=({kind: [int(w) for w in args.workers.split(",") if w]
+                  for kind in ("sqlite", "postgresql")} if args.workers else
+                 {"sqlite": [1], "postgresql": [2]}),
+        pg_profiles=[p for p in args.pg_profiles.split(",") if p],
         payloads=[p for p in args.payloads.split(",") if p],
         driver=args.driver,
         seed=args.seed,
         cost_requests=cost,
         query_sizes=[int(n) for n in (args.query_sizes or
-                                      ("300,1000" if quick else "10000,100000")).split(",")],
-        query_requests=args.query_requests or (40 if quick else 500),
+                                      ("1000,3000" if quick else "100000,1000000")).split(",")],
+        query_requests=args.query_requests or (30 if quick else 300),
+        query_rounds=args.query_rounds,
+        readers=args.readers,
         loader=args.loader,
         keep_databases=args.keep_databases,
         out=Path(args.out),
@@ -184,14 +206,18 @@ class Server:
 
 
 def _base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "BENCH_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "BENCH_"))
+           and k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = str(ROOT)
+    # Servers start many times per run: keep their compiled bytecode (out of the source tree)
+    # so that a worker imports in a second, well within uvicorn's worker health check.
+    env["PYTHONPYCACHEPREFIX"] = str(BENCH / "out" / "pycache")
     return env
 
 
 def spawn_server(kind: str, *, workers: int, secret: str, workdir: Path,
                  database_url: str | None = None) -> Server:
-    port = pg.free_port()
+    port = free_port()
     env = _base_env()
     if kind == "service":
         assert database_url is not None
@@ -216,7 +242,7 @@ def spawn_server(kind: str, *, workers: int, secret: str, workdir: Path,
 
 def wait_ready(server: Server, workers: int) -> None:
     process = server.process
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded 2-core box can take minutes to start three servers
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"{server.name} exited with {process.returncode}: "
@@ -257,28 +283,36 @@ def servers(*specs: tuple[str, int, str | None], secret: str,
 # --- databases ----------------------------------------------------------------------------------
 
 class Databases:
-    """Fresh, migrated databases of one kind: SQLite files or databases in one cluster."""
+    """Fresh, migrated databases of one kind: SQLite files or databases in one cluster
+    (PostgreSQL with the ``stock`` or ``tuned`` settings of bench/pg.py)."""
 
-    def __init__(self, kind: str, workdir: Path) -> None:
+    def __init__(self, kind: str, workdir: Path, profile: str | None = None) -> None:
         self.kind = kind
+        self.profile = profile if kind == "postgresql" else None
         self.workdir = workdir
-        self.cluster: pg.Cluster | None = None
+        self.cluster: PostgresCluster | None = None
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} ({self.profile})" if self.profile else self.kind
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the targets are judged here (SQLite, or the tuned PostgreSQL)."""
+        return self.profile in (None, "tuned")
 
     def __enter__(self) -> Databases:
         if self.kind == "postgresql":
-            bindir = pg.find_bindir()
-            if bindir is None:
-                raise RuntimeError("PostgreSQL server binaries not found (apt-get install "
-                                   "postgresql postgresql-contrib)")
-            self.cluster = pg.Cluster(bindir)
-            log(f"starting PostgreSQL from {bindir} on port {self.cluster.port}")
-            self.cluster.start()
+            self.cluster = self._stack.enter_context(pg.cluster(self.profile or "tuned"))
+            log(f"started PostgreSQL ({self.profile} settings) from {self.cluster.bindir} on "
+                f"port {self.cluster.port}")
         return self
 
     def __exit__(self, *_exc: object) -> None:
         if self.cluster is not None:
             log("stopping PostgreSQL")
-            self.cluster.destroy()
+        self._stack.close()
 
     def new(self, name: str) -> str:
         return self.new_many(name)[0]
@@ -302,15 +336,15 @@ class Databases:
         if self.cluster is not None:
             self.cluster.psql("VACUUM ANALYZE", url.rsplit("/", 1)[1])
 
+    def meter(self, server: Server, url: str) -> costs.Meter:
+        return costs.Meter(server.process.pid, url, self.cluster)
+
     def info(self) -> dict[str, Any]:
         if self.cluster is None:
             return {"sqlite_version": sqlite3.sqlite_version}
         version = self.cluster.psql("SHOW server_version").strip()
-        names = ",".join(f"'{k}'" for k in pg.SETTINGS)
-        shown = self.cluster.psql(
-            f"SELECT name || '=' || setting || coalesce(unit, '') FROM pg_settings "  # noqa: S608
-            f"WHERE name IN ({names}) ORDER BY name")
-        return {"postgresql_version": version, "settings": shown.split()}
+        return {"postgresql_version": version, "profile": self.profile,
+                "settings": pg.shown_settings(self.cluster)}
 
 
 def start_migration(url: str) -> subprocess.Popen[str]:
@@ -484,20 +518,29 @@ def use_wrk(cfg: Config, payload: str) -> bool:
 
 
 def throughput(cfg: Config, dbs: Databases, results: dict[str, Any]) -> None:
-    for workers in cfg.workers:
-        log(f"{dbs.kind}, {workers} worker(s): migrating databases, starting servers")
-        service_url, naive_url = dbs.new_many(f"service_w{workers}_{_RUN_ID}",
-                                              f"naive_w{workers}_{_RUN_ID}")
-        specs = [("ceiling", workers, None), ("service", workers, service_url),
-                 ("naive", workers, naive_url)]
+    # The naive peer is measured where the targets are judged; the stock PostgreSQL run
+    # compares the service with the ceiling only.
+    targets = TARGETS if dbs.tuned else ("ceiling", "service")
+    for workers in cfg.workers[dbs.kind]:
+        log(f"{dbs.label}, {workers} worker(s): migrating databases, starting servers")
+        names = [f"service_w{workers}_{dbs.profile or 'db'}_{_RUN_ID}"]
+        if "naive" in targets:
+            names.append(f"naive_w{workers}_{_RUN_ID}")
+        urls = dbs.new_many(*names)
+        service_url = urls[0]
+        specs = [("ceiling", workers, None), ("service", workers, service_url)]
+        if "naive" in targets:
+            specs.append(("naive", workers, urls[1]))
         with servers(*specs, secret=SECRET, workdir=cfg.workdir) as running:
-            log(f"{dbs.kind}, {workers} worker(s): servers ready")
+            log(f"{dbs.label}, {workers} worker(s): servers ready")
+            meter = dbs.meter(running["service"], service_url)
             for payload in cfg.payloads:
                 rows = rows_of(payload, cfg.seed)
-                windows: dict[str, list[dict[str, Any]]] = {t: [] for t in TARGETS}
+                windows: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+                breakdown: list[dict[str, Any]] = []
                 wrk = use_wrk(cfg, payload)
                 lines: dict[str, int] = {}
-                for target in TARGETS:
+                for target in targets:
                     if wrk:
                         warm = wrk_window(running[target], payload=payload, cfg=cfg,
                                           duration=max(1.0, cfg.warmup),
@@ -507,35 +550,48 @@ def throughput(cfg: Config, dbs: Databases, results: dict[str, Any]) -> None:
                     else:
                         python_window(running[target], payload=payload, cfg=cfg,
                                       duration=None, requests=None, warmup=cfg.warmup, runs=0)
-                    log(f"{dbs.kind} w{workers} {payload}: {target} warmed up")
+                    log(f"{dbs.label} w{workers} {payload}: {target} warmed up")
                 for run in range(cfg.runs):
-                    order = TARGETS[run % 3:] + TARGETS[:run % 3]
-                    for target in order:
+                    shift = run % len(targets)
+                    for target in targets[shift:] + targets[:shift]:
+                        before = meter.snapshot() if target == "service" else None
                         if wrk:
                             window = wrk_window(running[target], payload=payload, cfg=cfg,
                                                 duration=cfg.duration, lines=lines[target])
                         else:
                             window = python_window(running[target], payload=payload, cfg=cfg,
                                                    duration=cfg.duration)[0]
+                        if before is not None:
+                            breakdown.append(meter.per_delivery(before, meter.snapshot()))
                         windows[target].append(window)
-                    log(f"{dbs.kind} w{workers} {payload} run {run + 1}/{cfg.runs}: "
+                    log(f"{dbs.label} w{workers} {payload} run {run + 1}/{cfg.runs}: "
                         + ", ".join(f"{t} {windows[t][-1]['per_second']:.0f}/s"
-                                    for t in TARGETS))
-                summary = {t: summarize(windows[t], rows) for t in TARGETS}
+                                    for t in targets))
+                summary = {t: summarize(windows[t], rows) for t in targets}
                 ratios = {
                     "vs_ceiling": median([s["per_second"] / c["per_second"] for s, c in
                                           zip(windows["service"], windows["ceiling"],
                                               strict=True)]),
                     "vs_naive": median([s["per_second"] / n["per_second"] for s, n in
                                         zip(windows["service"], windows["naive"], strict=True)
-                                        if n["per_second"]]),
+                                        if n["per_second"]]) if "naive" in targets else None,
                 }
                 results["throughput"].append({
-                    "database": dbs.kind, "workers": workers, "payload": payload,
+                    "database": dbs.kind, "profile": dbs.profile, "workers": workers,
+                    "payload": payload,
                     "payload_bytes": payloads.template(payload, cfg.seed).size,
                     "rows_per_delivery": rows, "targets": summary, "ratios": ratios,
+                    "breakdown": summarize_breakdown(breakdown), "breakdown_runs": breakdown,
                     "windows": windows,
                 })
+
+
+def summarize_breakdown(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the windows of each per-delivery figure."""
+    keys = sorted({k for run in runs for k in run if k != "deliveries"})
+    out: dict[str, Any] = {k: median([run.get(k) for run in runs]) for k in keys}
+    out["deliveries"] = sum(run.get("deliveries", 0) for run in runs)
+    return out
 
 
 def cost(cfg: Config, dbs: Databases, results: dict[str, Any]) -> None:
@@ -599,49 +655,127 @@ def queries(cfg: Config, dbs: Databases, results: dict[str, Any]) -> None:
 
     url = dbs.new(f"query_{_RUN_ID}")
     loaded = 0
+    small_from = cfg.query_sizes[0]
     rng = random.Random(cfg.seed)  # noqa: S311
+    endpoints: list[tuple[str, list[str]]] = []
+    token = ""
     for size in cfg.query_sizes:
-        log(f"{dbs.kind}: seeding jobs {loaded}..{size} ({cfg.loader} loader)")
+        log(f"{dbs.kind}: seeding jobs {loaded:,}..{size:,} ({cfg.loader} loader; small "
+            f"payloads from job {small_from:,} on)")
 
         def progress(done: int, total: int) -> None:
-            if done % 10000 < 200 and done >= 10000:
-                log(f"  seeded {done}/{total}")
+            if done % 50000 < 2000 and done >= 50000:
+                log(f"  seeded {done:,}/{total:,}")
 
         seconds = asyncio.run(seeder.load(url, loaded, size, seed=cfg.seed, mode=cfg.loader,
-                                          progress=progress))
+                                          small_from=small_from, progress=progress))
         results["seeding"].append({"database": dbs.kind, "from": loaded, "to": size,
-                                   "seconds": seconds, "loader": cfg.loader})
+                                   "seconds": seconds, "loader": cfg.loader,
+                                   "small_from": small_from})
+        log(f"{dbs.kind}: seeded {size - loaded:,} jobs in {seconds:.0f} s")
         loaded = size
         dbs.analyze(url)
         token = create_token(url, f"bench-{size}")
-        ids = [payloads.seed_job_id(i) for i in rng.sample(range(size), min(size, 200))]
-        typical_ids = [payloads.seed_job_id(i) for i in range(500, size, 1000)]
-        endpoints: list[tuple[str, list[str]]] = [
+        ids = [seeder.corpus_job_id(i, small_from)
+               for i in rng.sample(range(size), min(size, 200))]
+        typical_ids = [seeder.corpus_job_id(i, small_from)
+                       for i in range(500, min(size, small_from), 1000)]
+        endpoints = [
             ("job detail", [f"/v1/jobs/{i}" for i in ids]),
             ("job payload (mixed corpus)", [f"/v1/jobs/{i}/payload" for i in ids]),
             ("job payload (typical video)", [f"/v1/jobs/{i}/payload" for i in typical_ids]),
             ("filtered list", ["/v1/jobs?status=finished&kind=video&limit=50"]),
             ("OCR search", [f"/v1/search/ocr?q={payloads.RARE_WORD}"]),
         ]
+        endpoints = [(label, paths) for label, paths in endpoints if paths]
+        headers = {"Authorization": f"Bearer {token}"}
         with servers(("service", 1, url), secret=SECRET, workdir=cfg.workdir) as running:
             server = running["service"]
-            headers = {"Authorization": f"Bearer {token}"}
+            notes = {label: describe(httpx.get(server.base + paths[0], headers=headers,
+                                               timeout=30)) for label, paths in endpoints}
+            rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in endpoints}
+            for round_index in range(cfg.query_rounds):
+                for label, paths in endpoints:
+                    report = asyncio.run(get_latency(server, paths, headers,
+                                                     cfg.query_requests,
+                                                     cfg.seed + round_index))
+                    rounds[label].append(report["windows"][0])
             for label, paths in endpoints:
-                if not paths:
-                    continue
-                probe = httpx.get(server.base + paths[0], headers=headers, timeout=30)
-                note = describe(probe)
-                report = asyncio.run(get_latency(server, paths, headers, cfg.query_requests,
-                                                 cfg.seed))
-                window = report["windows"][0]
-                results["queries"].append({
+                windows = rounds[label]
+                entry = {
                     "database": dbs.kind, "jobs": size, "endpoint": label,
-                    "example": paths[0], "requests": window["completed"],
-                    "p50_ms": window["latency_ms"]["p50"], "p99_ms": window["latency_ms"]["p99"],
-                    "statuses": window["statuses"], "errors": window["errors"], "note": note,
-                })
-                log(f"{dbs.kind} {size} jobs {label}: p50 {window['latency_ms']['p50']:.2f} ms"
-                    f" p99 {window['latency_ms']['p99']:.2f} ms ({note})")
+                    "example": paths[0], "requests": sum(w["completed"] for w in windows),
+                    "rounds": len(windows),
+                    "p50_ms": median([w["latency_ms"]["p50"] for w in windows]),
+                    "p99_ms": median([w["latency_ms"]["p99"] for w in windows]),
+                    "p99_each": [round(w["latency_ms"]["p99"], 2) for w in windows],
+                    "statuses": merge_counts(windows, "statuses"),
+                    "errors": merge_counts(windows, "errors"), "note": notes[label],
+                }
+                results["queries"].append(entry)
+                log(f"{dbs.kind} {size:,} jobs {label}: p50 {entry['p50_ms']:.2f} ms p99 "
+                    f"{entry['p99_ms']:.2f} ms ({notes[label]})")
+    if "under-load" not in cfg.skip and endpoints:
+        under_load(cfg, dbs, results, url, endpoints, token, jobs=loaded)
+
+
+def under_load(cfg: Config, dbs: Databases, results: dict[str, Any], url: str,
+               endpoints: list[tuple[str, list[str]]], token: str, *, jobs: int) -> None:
+    """Readers (``cfg.readers``, shared out over the endpoints) while the load driver posts
+    typical payloads to the same service: ``cfg.runs`` windows of both at once."""
+    workers = max(cfg.workers[dbs.kind])
+    labels = [label for label, _ in endpoints if label != "job payload (mixed corpus)"]
+    paths = dict(endpoints)
+    per_endpoint = max(1, cfg.readers // len(labels))
+    headers = {"Authorization": f"Bearer {token}"}
+    with servers(("service", workers, url), secret=SECRET, workdir=cfg.workdir) as running:
+        server = running["service"]
+        ingest: dict[str, Any] = {}
+
+        def post() -> None:
+            ingest["windows"] = python_window(server, payload="typical", cfg=cfg,
+                                              duration=cfg.duration, warmup=cfg.warmup,
+                                              runs=cfg.runs)
+
+        writer = threading.Thread(target=post, daemon=True)
+        writer.start()
+
+        async def read_all() -> list[dict[str, Any]]:
+            # The readers start once the writers are past their warm-up and stop before them.
+            # (2 s: the load driver's own start; its windows then cover the readers').
+            plans = [load.Plan(host="127.0.0.1", port=server.port, concurrency=per_endpoint,
+                               warmup=cfg.warmup + 2.0, runs=cfg.runs,
+                               duration=max(0.5, cfg.duration - 2.0 / cfg.runs),
+                               requests=None, expect_status=200, timeout=60)
+                     for _ in labels]
+            sources = [load.GetSource(host=f"127.0.0.1:{server.port}", paths=paths[label],
+                                      headers=headers, seed=cfg.seed) for label in labels]
+            return list(await asyncio.gather(*(load.drive(plan, source)
+                                               for plan, source in zip(plans, sources,
+                                                                       strict=True))))
+
+        reports = asyncio.run(read_all())
+        writer.join()
+    written = ingest.get("windows") or []
+    entry: dict[str, Any] = {
+        "database": dbs.kind, "workers": workers, "jobs": jobs, "readers": per_endpoint *
+        len(labels), "writers": cfg.concurrency, "ingest": summarize(written, 0)
+        if written else None, "endpoints": []}
+    for label, report in zip(labels, reports, strict=True):
+        windows = report["windows"]
+        entry["endpoints"].append({
+            "endpoint": label, "readers": per_endpoint,
+            "requests": sum(w["completed"] for w in windows),
+            "per_second": median([w["per_second"] for w in windows]),
+            "p50_ms": median([w["latency_ms"]["p50"] for w in windows]),
+            "p99_ms": median([w["latency_ms"]["p99"] for w in windows]),
+            "p99_each": [round(w["latency_ms"]["p99"], 2) for w in windows],
+            "statuses": merge_counts(windows, "statuses"),
+            "errors": merge_counts(windows, "errors")})
+    results["under_load"].append(entry)
+    ingest_rate = entry["ingest"]["per_second"] if entry["ingest"] else float("nan")
+    log(f"{dbs.kind} under load ({ingest_rate:.0f} typical deliveries/s): "
+        + ", ".join(f"{e['endpoint']} p99 {e['p99_ms']:.1f} ms" for e in entry["endpoints"]))
 
 
 def describe(response: httpx.Response) -> str:
@@ -670,7 +804,7 @@ def client_check(cfg: Config, results: dict[str, Any]) -> None:
     """The ceiling measured by both drivers, alternating: is the Python driver the limit?"""
     if wrkdriver.available() is None:
         return
-    workers = max(cfg.workers)
+    workers = max(w for kind in cfg.databases for w in cfg.workers[kind])
     with servers(("ceiling", workers, None), secret=SECRET, workdir=cfg.workdir) as running:
         server = running["ceiling"]
         python_window(server, payload="small", cfg=cfg, duration=None, warmup=cfg.warmup,
@@ -745,7 +879,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set)
                        else v) for k, v in vars(cfg).items()},
         "machine": machine_info(), "databases": {}, "throughput": [], "cost": [],
-        "queries": [], "seeding": [], "client_check": None,
+        "queries": [], "seeding": [], "under_load": [], "client_check": None,
         "payload_sizes": {n: payloads.template(n, cfg.seed).size
                           for n in payloads.PAYLOAD_NAMES},
     }
@@ -756,11 +890,16 @@ def main(argv: list[str] | None = None) -> int:
         if "client-check" not in cfg.skip:
             client_check(cfg, results)
         for kind in cfg.databases:
-            with Databases(kind, cfg.workdir) as dbs:
-                results["databases"][kind] = dbs.info()
-                for name, step in steps:
-                    if name not in cfg.skip:
-                        step(cfg, dbs, results)
+            profiles: list[str | None] = [None]
+            if kind == "postgresql":
+                profiles = [*(p for p in cfg.pg_profiles if p != "tuned"), "tuned"]
+            for profile in profiles:
+                with Databases(kind, cfg.workdir, profile) as dbs:
+                    results["databases"][dbs.label] = dbs.info()
+                    for name, step in steps:
+                        # Everything but throughput runs where the targets are judged.
+                        if name not in cfg.skip and (dbs.tuned or name == "throughput"):
+                            step(cfg, dbs, results)
     finally:
         results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         results["seconds"] = round(time.time() - started, 1)

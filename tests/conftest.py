@@ -10,7 +10,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,12 @@ import pytest
 from service.app import create_app
 from service.config import Settings
 from service.migrations import upgrade
-from tests.support.postgres import PostgresCluster, execute_autocommit, find_bindir
+from tests.support.postgres import (
+    PostgresCluster,
+    execute_autocommit,
+    find_bindir,
+    running_cluster,
+)
 from tests.support.signing import SECRET
 
 TEMPLATE_DB = "rr_template"
@@ -39,17 +44,27 @@ def postgres_admin_url() -> Iterator[str]:
     if external:
         yield external
         return
-    bindir = find_bindir()
-    if bindir is None:
+    with _cluster() as cluster:
+        yield cluster.admin_url
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresCluster]:
+    """A cluster of this test alone, with a migrated database ``results``: the test may stop
+    and start it (``own_postgres.stop()``, ``.start()``) while the service runs against it."""
+    with _cluster() as cluster:
+        execute_autocommit(cluster.admin_url, "CREATE DATABASE results")
+        upgrade(cluster.url("results"))
+        yield cluster
+
+
+@contextmanager
+def _cluster() -> Iterator[PostgresCluster]:
+    if find_bindir() is None:
         pytest.fail("PostgreSQL server binaries not found (pg_config --bindir); install the "
                     "postgresql package or set RECEIVER_TEST_POSTGRES_URL")
-    cluster = PostgresCluster(bindir)
-    cluster.init()
-    cluster.start()
-    try:
-        yield cluster.admin_url
-    finally:
-        cluster.destroy()
+    with running_cluster() as cluster:
+        yield cluster
 
 
 def _database_url(admin_url: str, name: str) -> str:

@@ -2,46 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import asyncpg
 import pytest
 
 from service.config import Settings
-from service.migrations import upgrade
 from service.writer.postgres import PostgresWriter
 from tests.conftest import bearer, create_token, serve_in_process
-from tests.support.postgres import PostgresCluster, execute_autocommit, find_bindir
 from tests.support.signing import SECRET, encode, example, signed_headers
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def own_cluster() -> Iterator[PostgresCluster]:
-    """A migrated cluster this test alone may stop and start."""
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.fail("PostgreSQL server binaries not found")
-    cluster = PostgresCluster(bindir)
-    cluster.init()
-    cluster.start()
-    execute_autocommit(cluster.admin_url, "CREATE DATABASE results")
-    upgrade(cluster.url("results"))
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-async def test_database_down_gives_503_and_a_retry_after_restart_stores(own_cluster):
-    url = own_cluster.url("results")
+async def test_database_down_gives_503_and_a_retry_after_restart_stores(own_postgres):
+    url = own_postgres.url("results")
     settings = Settings(database_url=url, webhook_secrets=(SECRET,))
     token = await create_token(settings, name="reader", scope="read")
     body = encode(example("video_finished.json"))
     async with serve_in_process(settings) as client:
         assert (await client.get("/readyz")).status_code == 200
-        own_cluster.stop()
+        own_postgres.stop()
 
         down = await client.post("/webhooks/analysis", content=body, headers=signed_headers(body))
         assert down.status_code == 503, down.text
@@ -53,7 +32,7 @@ async def test_database_down_gives_503_and_a_retry_after_restart_stores(own_clus
         assert query.status_code == 503
         assert query.json()["code"] == "unavailable"
 
-        own_cluster.start()
+        own_postgres.start()
         retry = await client.post("/webhooks/analysis", content=body,
                                   headers=signed_headers(body))
         assert retry.status_code == 200, retry.text

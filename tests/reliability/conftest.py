@@ -1,4 +1,5 @@
-"""Fixtures of the reliability scenarios: a PostgreSQL cluster a test may stop, a small disk."""
+"""Fixtures of the reliability scenarios: a small disk (the PostgreSQL cluster a test may
+stop, ``own_postgres``, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.migrations import upgrade
 from tests.reliability.harness import require_root, run_command
 from tests.reliability.results import append
 from tests.reliability.scale import SCALE
-from tests.support.postgres import PostgresCluster, execute_autocommit, find_bindir
 
 
 @pytest.hookimpl(wrapper=True)
@@ -26,25 +25,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                 "outcome": report.outcome, "failure": reason,
                 "duration_s": round(report.duration, 1)})
     return report
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresCluster]:
-    """A cluster of this test alone, with a migrated database ``results``: it may be stopped
-    and started while the service runs against it."""
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.fail("PostgreSQL server binaries not found (pg_config --bindir); install the "
-                    "postgresql package")
-    cluster = PostgresCluster(bindir)
-    cluster.init()
-    cluster.start()
-    try:
-        execute_autocommit(cluster.admin_url, "CREATE DATABASE results")
-        upgrade(cluster.url("results"))
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture
