@@ -43,9 +43,9 @@ import structlog
 
 from service import models
 from service import signatures as signatures_module
-from service.api.params import encode_cursor
 from service.config import Settings, database_dialect
 from service.logging import configure_logging
+from service.pagination import encode_cursor
 from service.signatures import SignatureError, SignatureVerifier
 from tests.conftest import bearer, create_token
 from tests.reliability.results import record
