@@ -66,3 +66,27 @@ async def test_a_failing_flush_fails_its_batch_only_and_later_items_still_go_thr
     assert results[0] == 24
     assert isinstance(results[1], ValueError)
     assert results[2] == 28
+
+
+async def test_an_item_submitted_as_the_last_flush_ends_is_still_written() -> None:
+    """A delivery that arrives while the only flush is finishing (its queue found empty, its
+    task's done callbacks not yet run) must start a flush of its own, not wait for the next
+    delivery to come along."""
+    loop = asyncio.get_running_loop()
+    flush_ending: asyncio.Future[None] = loop.create_future()
+
+    async def flush(batch: list[int]) -> list[int]:
+        if batch == [1]:
+            flush_ending.set_result(None)  # wakes the scenario before the flush task is done
+        return batch
+
+    queue: GroupCommit[int, int] = GroupCommit(flush, key=lambda n: n, max_batch=4,
+                                               max_concurrent=1)
+
+    async def scenario() -> tuple[int, int]:
+        first = asyncio.create_task(queue.submit(1))
+        await flush_ending
+        second = await queue.submit(2)  # runs now, between the flush's end and its callbacks
+        return await first, second
+
+    assert await asyncio.wait_for(scenario(), 2) == (1, 2)

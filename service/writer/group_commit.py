@@ -33,6 +33,10 @@ class GroupCommit(Generic[Item, Result]):
         self._max_concurrent = max_concurrent
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
+        # Flushes started and not yet out of their loop. Counted here, not by the tasks'
+        # done callbacks, which run a loop iteration late: a delivery arriving in between
+        # would otherwise find a flush "running" that no longer looks at the queue.
+        self._running = 0
         self._busy_keys: set[Hashable] = set()
         self.flushes = 0
         """Batches written so far (with :attr:`items`, the mean batch size)."""
@@ -41,7 +45,8 @@ class GroupCommit(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if len(self._flushers) < self._max_concurrent:
+        if self._running < self._max_concurrent:
+            self._running += 1
             task = asyncio.create_task(self._run())
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
@@ -63,6 +68,12 @@ class GroupCommit(Generic[Item, Result]):
         return batch
 
     async def _run(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            self._running -= 1
+
+    async def _drain(self) -> None:
         while self._queue:
             batch = self._take()
             if not batch:
