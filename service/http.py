@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 _encoder = msgspec.json.Encoder()
+encode_json = _encoder.encode
+"""JSON bytes as every response renders them (msgspec: RFC 3339 datetimes, no NaN)."""
 
 
 class JSONResponse(Response):

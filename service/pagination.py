@@ -19,11 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.api.params import invalid, raw_param
-from service.http import ApiError, JSONResponse
+from service.http import ApiError, JSONResponse, encode_json
 
 Json = dict[str, Any]
 
-_encoder = msgspec.json.Encoder()
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_CURSOR_LENGTH = 512
 
@@ -44,7 +43,7 @@ def cut(rows: list[Json], limit: int, position: Callable[[Json], list[Any]]) -> 
 
 def encode_cursor(kind: str, position: list[Any]) -> str:
     """An opaque cursor: which listing it belongs to and where the last page ended."""
-    raw = _encoder.encode([kind, *position])
+    raw = encode_json([kind, *position])
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 

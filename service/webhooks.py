@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import msgspec
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -18,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from service import ingest, payloads
 from service.db import UNAVAILABLE_ERRORS, Database, describe_error
-from service.http import ApiError, unavailable
+from service.http import ApiError, encode_json, unavailable
 from service.metrics import Metrics
 from service.models import utcnow
 from service.signatures import (
@@ -29,7 +28,6 @@ from service.signatures import (
 )
 
 log = structlog.get_logger("service.webhooks")
-_encoder = msgspec.json.Encoder()
 
 # Parsing a body this large would hold up the event loop; do it on a worker thread.
 _THREAD_PARSE_BYTES = 256 * 1024
@@ -106,7 +104,7 @@ class AnalysisWebhook:
         if stored.rows:
             metrics.ingest_rows.inc(stored.rows)
             metrics.ingest_rows_per_delivery.observe(stored.rows)
-        body = _encoder.encode({"job_id": stored.job_id, "outcome": stored.outcome,
+        body = encode_json({"job_id": stored.job_id, "outcome": stored.outcome,
                                 "delivery_id": stored.delivery_id})
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"application/json"),
