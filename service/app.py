@@ -29,6 +29,8 @@ from service.logging import configure_logging
 from service.metrics import Metrics, metrics_endpoint
 from service.middleware import KeepJobIdWhole, RequestObserver
 from service.migrations import head_revision
+from service.privacy.protect import Protector
+from service.privacy.reveal import KeyUnavailable
 from service.signatures import SignatureVerifier
 from service.webhooks import AnalysisWebhook
 
@@ -64,6 +66,12 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return error_response(error.status, error.code, error.message, headers=error.headers)
 
 
+async def _key_unavailable(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeyUnavailable)
+    log.error("privacy.key_unavailable", key_id=exc.key_id)
+    return error_response(409, "key_unavailable", exc.message, details={"key_id": exc.key_id})
+
+
 async def _internal_error(_request: Request, exc: Exception) -> Response:
     log.error("http.internal_error", error_type=type(exc).__name__, exc_info=exc)
     return error_response(500, "internal_error", "internal error; see the service log")
@@ -71,7 +79,9 @@ async def _internal_error(_request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     settings.require_secret_or_unsigned()
+    settings.require_encryption_key()
     metrics = Metrics()
+    protector = Protector(settings.biometric_policy, settings.encryption_keys)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -88,6 +98,8 @@ def create_app(settings: Settings) -> Starlette:
                     tolerance_seconds=settings.signature_tolerance_seconds),
                 "schema_head": head_revision(),
                 "metrics": metrics,
+                "protector": protector,
+                "keyring": settings.encryption_keys,
             }
         finally:
             await database.dispose()
@@ -99,6 +111,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[Middleware(RequestObserver, metrics=metrics), Middleware(KeepJobIdWhole)],
         exception_handlers={
             ApiError: handle_api_error,
+            KeyUnavailable: _key_unavailable,
             HTTPException: _http_error,
             SQLAlchemyError: _database_error,
             OSError: _database_error,

@@ -22,7 +22,7 @@ from typing import Any
 
 from service import cjk, payloads
 from service.payloads import Payload
-from service.rows import IncomingDelivery, PreparedResult, Row
+from service.rows import IncomingDelivery, PreparedResult, Row, StoredBody
 from service.vectors import pack_doubles
 from service.vocabulary import Outcome
 from service.writer import Writer
@@ -160,6 +160,9 @@ def _person_row(item: int, index: int, scene: int | None,
         "face_embedding": None if embedding is None else pack_doubles(embedding),
         "face_thumbnail": person.face_thumbnail, "allowlisted": person.allowlisted,
         "relative_prominence": person.relative_prominence,
+        # Filled by the privacy policy (service.privacy.protect) when it seals a field.
+        "face_embedding_sealed": None, "face_thumbnail_sealed": None,
+        "demographics_sealed": None, "erased": False,
     }
 
 
@@ -188,7 +191,7 @@ async def store(writer: Writer, prepared: PreparedResult,
             else:
                 outcome = "updated"
                 await writer.replace_rows(job_pk, prepared, delivery.received_at)
-            await writer.save_body(delivery.body_sha256, delivery.body)
+            await writer.save_body(prepared.stored_body(delivery))
             delivery_id = await writer.log_delivery(delivery.record(
                 job_id=prepared.job_id, outcome=outcome,
                 content_sha256=prepared.content_sha256))
@@ -198,11 +201,12 @@ async def store(writer: Writer, prepared: PreparedResult,
     raise RuntimeError(f"job {prepared.job_id!r} kept vanishing while being stored")
 
 
-async def store_rejected(writer: Writer, delivery: IncomingDelivery, *, job_id: str | None,
-                         error_code: str, error: str) -> int:
-    """Keep an authenticated delivery that could not be used, with the reason."""
+async def store_rejected(writer: Writer, delivery: IncomingDelivery, body: StoredBody, *,
+                         job_id: str | None, error_code: str, error: str) -> int:
+    """Keep an authenticated delivery that could not be used (``body``: its stored form),
+    with the reason."""
     async with writer.transaction():
-        await writer.save_body(delivery.body_sha256, delivery.body)
+        await writer.save_body(body)
         return await writer.log_delivery(delivery.record(
             job_id=job_id, outcome="rejected", content_sha256=None, error_code=error_code,
             error=error))

@@ -115,6 +115,10 @@ class Job(SQLModel, table=True):
     person_count: int = Field(default=0, sa_type=sa.Integer)
     tag_count: int = Field(default=0, sa_type=sa.Integer)
     item_count: int = Field(default=0, sa_type=sa.Integer)
+    # The data key the current result's sealed values are under (see ``data_keys``).
+    data_key_id: str | None = Field(default=None, sa_type=sa.String(32))
+    # Biometric fields left out by a ``drop`` policy when the result was stored (comma list).
+    withheld: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class MediaItem(SQLModel, table=True):
@@ -256,6 +260,14 @@ class Person(SQLModel, table=True):
     gender: str | None = Field(default=None, sa_type=sa.String(64))
     face_embedding: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
     face_thumbnail: str | None = Field(default=None, sa_type=sa.Text)
+    # Under the ``encrypt`` policy the values above stay NULL and these hold them sealed
+    # under the job's data key (``jobs.data_key_id``): packed doubles, the thumbnail's text,
+    # and ``[age, gender]`` as JSON.
+    face_embedding_sealed: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    face_thumbnail_sealed: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    demographics_sealed: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    # Its biometric fields were erased (one person's erasure or the retention purge).
+    erased: bool = Field(default=False, sa_type=sa.Boolean)
     allowlisted: bool | None = Field(default=None, sa_type=sa.Boolean)
     relative_prominence: float | None = _double()
 
@@ -280,8 +292,35 @@ class Tag(SQLModel, table=True):
 class DeliveryBody(SQLModel, table=True):
     __tablename__ = "delivery_bodies"
 
-    sha256: str = Field(primary_key=True, sa_type=sa.String(64))
+    sha256: str = Field(primary_key=True, sa_type=sa.String(64))  # of the bytes received
     body: bytes = Field(sa_type=sa.LargeBinary)
+    # How ``body`` is stored: ``identity`` (the bytes received) or ``zstd`` (compressed);
+    # sealed under ``data_key_id`` when that is set (compressed first, then sealed).
+    codec: str = Field(default="identity", sa_type=sa.String(8),
+                       sa_column_kwargs={"server_default": "identity"})
+    data_key_id: str | None = Field(default=None, sa_type=sa.String(32))
+    # Biometric fields removed from the stored body (a ``drop`` policy, an erasure), as JSON;
+    # NULL when the stored body is the exact bytes received.
+    withheld: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class DataKey(SQLModel, table=True):
+    """A random AES-256 data key, stored only wrapped by a master key (``key_id``).
+
+    Every sealed value of a job is under one of its data keys; erasing the job deletes them,
+    which makes every copy of those ciphertexts (rows, WAL, backups) unreadable."""
+
+    __tablename__ = "data_keys"
+    __table_args__ = (
+        sa.Index("ix_data_keys_job_id", "job_id"),
+        sa.Index("ix_data_keys_key_id", "key_id"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=sa.String(32))
+    job_id: str | None = Field(default=None, sa_type=sa.String(512))
+    key_id: str = Field(sa_type=sa.String(32))
+    wrapped: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = Field(sa_type=UtcDateTime)
 
 
 class Delivery(SQLModel, table=True):
@@ -336,6 +375,7 @@ jobs = table_of(Job)
 media_items = table_of(MediaItem)
 deliveries = table_of(Delivery)
 delivery_bodies = table_of(DeliveryBody)
+data_keys = table_of(DataKey)
 api_tokens = table_of(ApiToken)
 
 ENTITY_TABLES: tuple[sa.Table, ...] = tuple(

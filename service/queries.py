@@ -17,6 +17,7 @@ from sqlalchemy.engine import Row
 
 from service import models, payloads
 from service.pagination import Page, cut
+from service.privacy.reveal import RevealedBody, Revealer
 from service.vectors import unpack_doubles
 
 Json = dict[str, Any]
@@ -226,7 +227,7 @@ def job_ocr(conn: sa.Connection, pk: int, after: list[Any] | None, limit: int) -
 
 
 def job_persons(conn: sa.Connection, pk: int, after: list[Any] | None,
-                      limit: int) -> Page:
+                limit: int, revealer: Revealer) -> Page:
     joined = _item_join(persons).outerjoin(person_scenes, sa.and_(
         person_scenes.c.job_pk == persons.c.job_pk,
         person_scenes.c.item_index == persons.c.item_index,
@@ -235,15 +236,21 @@ def job_persons(conn: sa.Connection, pk: int, after: list[Any] | None,
         conn, persons, pk, after, limit, items.c.external_id,
         person_scenes.c.start_seconds.label("scene_start"),
         person_scenes.c.end_seconds.label("scene_end"), joins=joined)
-    return cut([{
-        "item_index": r.item_index, "external_id": r.external_id, "index": r.person_index,
-        "scene_index": r.scene_index, "start_seconds": r.scene_start,
-        "end_seconds": r.scene_end, "age": r.age, "gender": r.gender,
-        "face_embedding": None if r.face_embedding is None else unpack_doubles(
-            r.face_embedding),
-        "face_thumbnail": r.face_thumbnail, "allowlisted": r.allowlisted,
-        "relative_prominence": r.relative_prominence,
-    } for r in rows], limit, _position("item_index", "index"))
+    job = conn.execute(sa.select(jobs.c.job_id, jobs.c.data_key_id)
+                       .where(jobs.c.id == pk)).one()
+    found = []
+    for r in rows:
+        biometrics = revealer.person(conn, job.job_id, job.data_key_id, r)
+        found.append({
+            "item_index": r.item_index, "external_id": r.external_id, "index": r.person_index,
+            "scene_index": r.scene_index, "start_seconds": r.scene_start,
+            "end_seconds": r.scene_end, "age": biometrics.age, "gender": biometrics.gender,
+            "face_embedding": None if biometrics.face_embedding is None else unpack_doubles(
+                biometrics.face_embedding),
+            "face_thumbnail": biometrics.face_thumbnail, "allowlisted": r.allowlisted,
+            "relative_prominence": r.relative_prominence, "erased": r.erased,
+        })
+    return cut(found, limit, _position("item_index", "index"))
 
 
 def job_tags(conn: sa.Connection, pk: int, after: list[Any] | None, limit: int) -> Page:
@@ -361,8 +368,11 @@ def delivery(conn: sa.Connection, delivery_id: int) -> Json | None:
     return None if row is None else _delivery(row)
 
 
-def delivery_body(conn: sa.Connection, delivery_id: int) -> bytes | None:
-    body: bytes | None = (conn.execute(
-        sa.select(bodies.c.body).join(deliveries, deliveries.c.body_sha256 == bodies.c.sha256)
-        .where(deliveries.c.id == delivery_id))).scalar_one_or_none()
-    return body
+def delivery_body(conn: sa.Connection, delivery_id: int,
+                  revealer: Revealer) -> RevealedBody | None:
+    """A delivery's raw body as received (or as redacted, saying so); None when there is no
+    such delivery or its data key was destroyed."""
+    row = (conn.execute(
+        sa.select(bodies).join(deliveries, deliveries.c.body_sha256 == bodies.c.sha256)
+        .where(deliveries.c.id == delivery_id))).one_or_none()
+    return None if row is None else revealer.body(conn, row)

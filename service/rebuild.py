@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 
 from service import models, payloads
+from service.privacy.reveal import PersonBiometrics, Revealer
 from service.vectors import unpack_doubles
 
 Json = dict[str, Any]
@@ -42,12 +43,12 @@ def _segment(row: Row[Any]) -> Json:
     return _present(start_seconds=row.start_seconds, end_seconds=row.end_seconds)
 
 
-def _person(row: Row[Any]) -> Json:
+def _person(row: Row[Any], biometrics: PersonBiometrics) -> Json:
     return _present(
-        age=row.age, gender=row.gender,
-        face_embedding=None if row.face_embedding is None else unpack_doubles(
-            row.face_embedding),
-        face_thumbnail=row.face_thumbnail, allowlisted=row.allowlisted,
+        age=biometrics.age, gender=biometrics.gender,
+        face_embedding=None if biometrics.face_embedding is None else unpack_doubles(
+            biometrics.face_embedding),
+        face_thumbnail=biometrics.face_thumbnail, allowlisted=row.allowlisted,
         relative_prominence=row.relative_prominence,
     )
 
@@ -63,13 +64,17 @@ def _list(count: int | None, rows: list[Json]) -> list[Json] | None:
     return None if count is None else rows
 
 
-def rebuild(conn: sa.Connection, job_id: str) -> Json | None:
-    """The payload of ``job_id`` as the upstream delivered it, or None if unknown."""
+def rebuild(conn: sa.Connection, job_id: str, revealer: Revealer) -> Json | None:
+    """The payload of ``job_id`` as the upstream delivered it, or None if unknown. Biometric
+    fields that a ``drop`` policy or an erasure took out are absent (see :func:`withheld`)."""
     jobs = models.table_of(models.Job)
     job = (conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id))).one_or_none()
     if job is None:
         return None
     pk = job.id
+
+    def person(row: Row[Any]) -> Json:
+        return _person(row, revealer.person(conn, job.job_id, job.data_key_id, row))
     items = (_grouped(conn, models.MediaItem, pk, 0))[()]
     scenes = _grouped(conn, models.Scene, pk, 1)
     activity = _grouped(conn, models.FrameActivity, pk, 1)
@@ -87,7 +92,7 @@ def rebuild(conn: sa.Connection, job_id: str) -> Json | None:
         if item.media_type == "video":
             persons_by_scene: dict[int | None, list[Json]] = defaultdict(list)
             for row in persons[key]:
-                persons_by_scene[row.scene_index].append(_person(row))
+                persons_by_scene[row.scene_index].append(person(row))
             payload["result"] = _present(
                 raw_scenes=_list(item.n_scenes, [_segment(r) for r in scenes[key]]),
                 frame_activity_diffs=None if item.n_activity is None else [
@@ -119,7 +124,7 @@ def rebuild(conn: sa.Connection, job_id: str) -> Json | None:
                         _present(tag=r.tag, probability=r.probability, is_critical=r.is_critical)
                         for r in tags[key]
                     ]),
-                    person_ids=_list(item.n_persons, [_person(r) for r in persons[key]]),
+                    person_ids=_list(item.n_persons, [person(r) for r in persons[key]]),
                     ocr_results=_list(item.n_ocr, [_ocr(r) for r in ocr[key]]),
                 )
             image_items.append(_present(
@@ -131,3 +136,25 @@ def rebuild(conn: sa.Connection, job_id: str) -> Json | None:
     if job.error is not None:
         payload["error"] = payloads.decode_error(job.error)
     return payload
+
+
+def withheld(conn: sa.Connection, job_id: str) -> str | None:
+    """What the rebuilt payload of ``job_id`` lacks: fields a ``drop`` policy left out and
+    persons whose biometric fields were erased (a header value), or None."""
+    jobs = models.jobs
+    persons = models.table_of(models.Person)
+    job = conn.execute(sa.select(jobs.c.id, jobs.c.withheld)
+                       .where(jobs.c.job_id == job_id)).one_or_none()
+    if job is None:
+        return None
+    erased = conn.execute(
+        sa.select(persons.c.item_index, persons.c.person_index)
+        .where(persons.c.job_pk == job.id, persons.c.erased)
+        .order_by(persons.c.item_index, persons.c.person_index)).all()
+    parts = []
+    if job.withheld:
+        parts.append(f"fields={job.withheld}")
+    if erased:
+        parts.append("erased_persons=" + ",".join(f"{r.item_index}/{r.person_index}"
+                                                  for r in erased))
+    return "; ".join(parts) or None

@@ -16,6 +16,9 @@ import sqlalchemy as sa
 from service import ingest, models, payloads
 from service.config import Settings
 from service.db import Database
+from service.privacy.keys import Keyring
+from service.privacy.protect import Protector
+from service.privacy.reveal import Revealer
 
 Progress = Callable[[int, int, str | None, str], None]
 
@@ -26,13 +29,15 @@ _bodies = models.delivery_bodies
 
 async def replay(settings: Settings, *, job_id: str | None, progress: Progress) -> dict[str, int]:
     database = Database.from_settings(settings)
+    protector = Protector(settings.biometric_policy, settings.encryption_keys)
     try:
-        return await _replay(database, job_id, progress)
+        return await _replay(database, protector, settings.encryption_keys, job_id, progress)
     finally:
         await database.dispose()
 
 
-async def _replay(database: Database, job_id: str | None, progress: Progress) -> dict[str, int]:
+async def _replay(database: Database, protector: Protector, keyring: Keyring | None,
+                  job_id: str | None, progress: Progress) -> dict[str, int]:
     latest = (
         sa.select(_deliveries.c.job_id, sa.func.max(_deliveries.c.id).label("delivery_id"))
         .where(_deliveries.c.outcome.in_(("stored", "updated")))
@@ -52,33 +57,47 @@ async def _replay(database: Database, job_id: str | None, progress: Progress) ->
     total = len(current) + len(rejected)
     done = 0
     for current_job, delivery_id in current:
-        outcome = await _renormalize(database, delivery_id)
+        outcome = await _renormalize(database, protector, keyring, delivery_id)
         done += 1
         summary[outcome] += 1
         progress(done, total, current_job, outcome)
     for delivery_id in rejected:
-        outcome, rejected_job = await _retry_rejected(database, delivery_id)
+        outcome, rejected_job = await _retry_rejected(database, protector, keyring,
+                                                      delivery_id)
         done += 1
         summary[outcome] += 1
         progress(done, total, rejected_job, outcome)
     return dict(summary)
 
 
-async def _load(database: Database, delivery_id: int) -> tuple[bytes, str, str | None]:
-    async with database.read() as conn:
-        row = (await conn.execute(
-            sa.select(_bodies.c.body, _deliveries.c.signature_scheme, _deliveries.c.job_id)
+async def _load(database: Database, keyring: Keyring | None,
+                delivery_id: int) -> tuple[bytes | None, str, str | None]:
+    """The delivery's body as received (or as a policy redacted it; None when its data key
+    was destroyed), its signature scheme and job id."""
+
+    def load(conn: sa.Connection) -> tuple[bytes | None, str, str | None]:
+        row = conn.execute(
+            sa.select(_bodies, _deliveries.c.signature_scheme, _deliveries.c.job_id)
             .join(_bodies, _bodies.c.sha256 == _deliveries.c.body_sha256)
-            .where(_deliveries.c.id == delivery_id))).one()
-    return row.body, row.signature_scheme, row.job_id
+            .where(_deliveries.c.id == delivery_id)).one()
+        body = Revealer(keyring).body(conn, row)
+        return (None if body is None else body.data), row.signature_scheme, row.job_id
+
+    return await database.run_read(load)
 
 
-async def _renormalize(database: Database, delivery_id: int) -> str:
-    body, _scheme, _job = await _load(database, delivery_id)
+async def _renormalize(database: Database, protector: Protector, keyring: Keyring | None,
+                       delivery_id: int) -> str:
+    body, scheme, _job = await _load(database, keyring, delivery_id)
+    if body is None:
+        return "unreadable"
+    delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
+                                       signature_scheme=scheme)
     try:
         prepared = ingest.prepare(payloads.parse(body))
     except payloads.PayloadError:
         return "unparseable"
+    protector.protect(prepared, delivery)
     writer = database.writer()
     async with writer.transaction():
         job = await writer.lock_job(prepared.job_id)
@@ -88,13 +107,17 @@ async def _renormalize(database: Database, delivery_id: int) -> str:
     return "renormalized"
 
 
-async def _retry_rejected(database: Database, delivery_id: int) -> tuple[str, str | None]:
-    body, scheme, job_id = await _load(database, delivery_id)
+async def _retry_rejected(database: Database, protector: Protector, keyring: Keyring | None,
+                          delivery_id: int) -> tuple[str, str | None]:
+    body, scheme, job_id = await _load(database, keyring, delivery_id)
+    if body is None:
+        return "unreadable", job_id
+    delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
+                                       signature_scheme=f"replay:{scheme}"[:32])
     try:
         prepared = ingest.prepare(payloads.parse(body))
     except payloads.PayloadError:
         return "still_rejected", job_id
-    delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
-                                       signature_scheme=f"replay:{scheme}"[:32])
+    protector.protect(prepared, delivery)
     stored = await ingest.store(database.writer(), prepared, delivery)
     return f"recovered_{stored.outcome}", prepared.job_id

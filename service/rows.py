@@ -65,6 +65,49 @@ DELIVERY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(DeliveryRecord)
 Row = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class NewDataKey:
+    """A data key to insert (``data_keys``): only its wrapped form ever leaves the process."""
+
+    id: str
+    job_id: str | None
+    key_id: str
+    wrapped: bytes
+    created_at: datetime
+
+    def values(self) -> tuple[Any, ...]:
+        return (self.id, self.job_id, self.key_id, self.wrapped, self.created_at)
+
+
+DATA_KEY_COLUMNS = ("id", "job_id", "key_id", "wrapped", "created_at")
+"""The columns of ``data_keys``, in :meth:`NewDataKey.values` order."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBody:
+    """A raw body as ``delivery_bodies`` keeps it (see :mod:`service.privacy.protect`)."""
+
+    sha256: str  # of the bytes received, whatever is stored
+    data: bytes
+    codec: str
+    data_key_id: str | None
+    withheld: str | None
+    data_key: NewDataKey | None = None  # to insert with the body (rejected deliveries)
+
+    def values(self) -> tuple[Any, ...]:
+        return (self.sha256, self.data, self.codec, self.data_key_id, self.withheld)
+
+    @classmethod
+    def plain(cls, sha256: str, body: bytes) -> StoredBody:
+        """The bytes received, as they are."""
+        return cls(sha256=sha256, data=body, codec="identity", data_key_id=None,
+                   withheld=None)
+
+
+BODY_COLUMNS = ("sha256", "body", "codec", "data_key_id", "withheld")
+"""The columns of ``delivery_bodies``, in :meth:`StoredBody.values` order."""
+
+
 @dataclass(slots=True)
 class PreparedResult:
     """A payload as rows, keyed by table name (only tables that get rows)."""
@@ -76,6 +119,18 @@ class PreparedResult:
     content_sha256: str
     n_items: int | None
     rows: dict[str, list[Row]] = field(default_factory=dict)
+    # Set by the privacy policy (service.privacy.protect) before the writer sees it.
+    data_key: NewDataKey | None = None
+    body: StoredBody | None = None
+    withheld: str | None = None
+
+    @property
+    def data_key_id(self) -> str | None:
+        return None if self.data_key is None else self.data_key.id
+
+    def stored_body(self, delivery: IncomingDelivery) -> StoredBody:
+        return self.body if self.body is not None else StoredBody.plain(
+            delivery.body_sha256, delivery.body)
 
     @property
     def row_count(self) -> int:

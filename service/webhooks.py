@@ -20,6 +20,7 @@ from service.db import UNAVAILABLE_ERRORS, Database, describe_error
 from service.http import ApiError, encode_json, unavailable
 from service.metrics import Metrics
 from service.models import utcnow
+from service.privacy.protect import Protector
 from service.signatures import (
     SIGNATURE_HEADER,
     STANDARD_SIGNATURE_HEADER,
@@ -136,13 +137,14 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
         body=body, received_at=utcnow(), signature_scheme=scheme,
         request_id=request.state.request_id, client_ip=client.host if client else None,
     )
+    protector: Protector = request.state.protector
     try:
         if len(body) > _THREAD_PARSE_BYTES:
-            prepared = await run_in_threadpool(_parse_and_prepare, body)
+            prepared = await run_in_threadpool(_parse_and_prepare, delivery, protector)
         else:
-            prepared = _parse_and_prepare(body)
+            prepared = _parse_and_prepare(delivery, protector)
     except payloads.PayloadError as exc:
-        raise await _reject(database, delivery, exc, started, metrics) from None
+        raise await _reject(database, delivery, protector, exc, started, metrics) from None
 
     try:
         stored = await ingest.store(database.writer(), prepared, delivery)
@@ -161,18 +163,21 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
     return stored
 
 
-def _parse_and_prepare(body: bytes) -> ingest.PreparedResult:
-    return ingest.prepare(payloads.parse(body))
+def _parse_and_prepare(delivery: ingest.IncomingDelivery,
+                       protector: Protector) -> ingest.PreparedResult:
+    prepared = ingest.prepare(payloads.parse(delivery.body))
+    protector.protect(prepared, delivery)
+    return prepared
 
 
-async def _reject(database: Database, delivery: ingest.IncomingDelivery,
+async def _reject(database: Database, delivery: ingest.IncomingDelivery, protector: Protector,
                   exc: payloads.PayloadError, started: float, metrics: Metrics) -> ApiError:
     """Keep the authenticated but unusable delivery; return the 400/422 to answer with."""
     job_id = payloads.job_id_hint(delivery.body) if exc.code == "invalid_payload" else None
     try:
         delivery_id = await ingest.store_rejected(
-            database.writer(), delivery, job_id=job_id, error_code=exc.code,
-            error=exc.message)
+            database.writer(), delivery, protector.protect_rejected(delivery, job_id),
+            job_id=job_id, error_code=exc.code, error=exc.message)
     except UNAVAILABLE_ERRORS as db_exc:
         metrics.database_errors.labels("ingest").inc()
         log.error("webhook.database_unavailable", job_id=job_id,

@@ -11,8 +11,11 @@ from starlette.responses import Response
 from service import pagination, queries
 from service.api import params
 from service.api.auth import authorized_read
+from service.api.reveal import WITHHELD_HEADER, revealer
 from service.http import ApiError, JSONResponse
 from service.pagination import Page
+from service.privacy.redact import summary
+from service.privacy.reveal import RevealedBody
 from service.vocabulary import OUTCOMES
 
 Json = dict[str, Any]
@@ -63,14 +66,18 @@ async def get_delivery(request: Request) -> Response:
 
 
 async def get_delivery_raw(request: Request) -> Response:
-    def read(conn: sa.Connection) -> tuple[int, bytes | None]:
+    def read(conn: sa.Connection) -> tuple[int, RevealedBody | None]:
         delivery_id = _delivery_id(request)
-        return delivery_id, queries.delivery_body(conn, delivery_id)
+        return delivery_id, queries.delivery_body(conn, delivery_id, revealer(request))
 
     delivery_id, body = await authorized_read(request, "admin", read)
     if body is None:
         raise _not_found(delivery_id)
-    return Response(body, media_type="application/octet-stream", headers={
+    headers = {
         "Content-Disposition": f'attachment; filename="delivery-{delivery_id}.bin"',
         "X-Content-Type-Options": "nosniff",
-    })
+    }
+    withheld = summary(body.withheld)
+    if withheld:
+        headers[WITHHELD_HEADER] = withheld
+    return Response(body.data, media_type="application/octet-stream", headers=headers)

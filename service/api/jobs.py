@@ -16,20 +16,29 @@ from service.api.auth import authorized_read, require_token
 from service.db import Database
 from service.http import ApiError, JSONResponse
 from service.pagination import Page
+from service.api.reveal import WITHHELD_HEADER, revealer
+from service.privacy.reveal import Revealer
 from service.vocabulary import JOB_KINDS, JOB_STATUSES
 
 Json = dict[str, Any]
 
 
-EntityQuery = Callable[[sa.Connection, int, list[Any] | None, int], Page]
+EntityQuery = Callable[[sa.Connection, int, list[Any] | None, int, Revealer], Page]
+
+
+def _clear(query: Callable[[sa.Connection, int, list[Any] | None, int], Page]) -> EntityQuery:
+    """An entity query of rows that hold nothing sealed."""
+    return lambda conn, pk, after, limit, _revealer: query(conn, pk, after, limit)
+
+
 ENTITIES: dict[str, tuple[EntityQuery, tuple[type, ...]]] = {
-    "scenes": (queries.job_scenes, (int, int)),
-    "activity": (queries.job_activity, (int, int)),
-    "sections": (queries.job_sections, (int, int)),
-    "ocr": (queries.job_ocr, (int, int)),
+    "scenes": (_clear(queries.job_scenes), (int, int)),
+    "activity": (_clear(queries.job_activity), (int, int)),
+    "sections": (_clear(queries.job_sections), (int, int)),
+    "ocr": (_clear(queries.job_ocr), (int, int)),
     "persons": (queries.job_persons, (int, int)),
-    "tags": (queries.job_tags, (int, int)),
-    "items": (queries.job_items, (int,)),
+    "tags": (_clear(queries.job_tags), (int, int)),
+    "items": (_clear(queries.job_items), (int,)),
 }
 
 
@@ -84,14 +93,15 @@ async def get_job(request: Request) -> Response:
 
 
 async def get_payload(request: Request) -> Response:
-    def read(conn: sa.Connection) -> tuple[str, Json | None]:
+    def read(conn: sa.Connection) -> tuple[str, Json | None, str | None]:
         job_id = job_id_param(request)
-        return job_id, rebuild.rebuild(conn, job_id)
+        payload = rebuild.rebuild(conn, job_id, revealer(request))
+        return job_id, payload, rebuild.withheld(conn, job_id) if payload else None
 
-    job_id, payload = await authorized_read(request, "read", read)
+    job_id, payload, withheld = await authorized_read(request, "read", read)
     if payload is None:
         raise not_found(job_id)
-    return JSONResponse(payload)
+    return JSONResponse(payload, headers={WITHHELD_HEADER: withheld} if withheld else None)
 
 
 def entity_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -106,7 +116,7 @@ def entity_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
             pk = queries.job_pk(conn, job_id)
             if pk is None:
                 raise not_found(job_id)
-            return query(conn, pk, after, limit)
+            return query(conn, pk, after, limit, revealer(request))
 
         return pagination.page_response(kind, await authorized_read(request, "read", read))
 

@@ -6,7 +6,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
-from service.rows import DeliveryRecord, IncomingDelivery, PreparedResult
+from service.rows import DeliveryRecord, IncomingDelivery, PreparedResult, StoredBody
 
 JobRow = tuple[int, str, str]
 """(job_pk, status, content_sha256) of a locked job."""
@@ -32,10 +32,12 @@ class Writer(Protocol):
 
     async def replace_rows(self, job_pk: int, prepared: PreparedResult,
                            now: datetime) -> None:
-        """Delete the job's entity rows and write ``prepared``'s instead."""
+        """Delete the job's entity rows and write ``prepared``'s instead, with the data key
+        they are sealed under."""
 
-    async def save_body(self, sha: str, body: bytes) -> None:
-        """Keep a raw body (once per distinct content)."""
+    async def save_body(self, body: StoredBody) -> None:
+        """Keep a raw body (once per distinct content) and, when it is new, the data key it
+        is sealed under (if not there yet)."""
 
     async def log_delivery(self, record: DeliveryRecord) -> int:
         """Append to the delivery log; returns the delivery's id (never reused)."""

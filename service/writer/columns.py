@@ -14,7 +14,8 @@ from service.rows import PreparedResult
 
 JOB_COUNT_COLUMNS: tuple[str, ...] = tuple(e.column for e in models.ENTITY_COUNTS)
 JOB_VALUE_COLUMNS: tuple[str, ...] = ("kind", "status", "error", "content_sha256", "n_items",
-                                      "updated_at", *JOB_COUNT_COLUMNS)
+                                      "updated_at", "data_key_id", "withheld",
+                                      *JOB_COUNT_COLUMNS)
 """The columns of ``jobs`` that a (new or replacing) result sets, in :func:`job_values` order."""
 JOB_INSERT_COLUMNS: tuple[str, ...] = ("job_id", "received_at", *JOB_VALUE_COLUMNS)
 
@@ -22,7 +23,7 @@ JOB_INSERT_COLUMNS: tuple[str, ...] = ("job_id", "received_at", *JOB_VALUE_COLUM
 def job_values(prepared: PreparedResult, now: datetime) -> tuple[Any, ...]:
     counts = prepared.counts()
     return (prepared.kind, prepared.status, prepared.error, prepared.content_sha256,
-            prepared.n_items, now, *(counts[c] for c in JOB_COUNT_COLUMNS))
+            prepared.n_items, now, prepared.data_key_id, prepared.withheld, *(counts[c] for c in JOB_COUNT_COLUMNS))
 
 
 @functools.cache

@@ -27,7 +27,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from service import models
-from service.rows import DELIVERY_COLUMNS, DeliveryRecord, IncomingDelivery, PreparedResult
+from service.rows import (
+    BODY_COLUMNS,
+    DATA_KEY_COLUMNS,
+    DELIVERY_COLUMNS,
+    DeliveryRecord,
+    IncomingDelivery,
+    PreparedResult,
+    StoredBody,
+)
 from service.writer.base import Created, JobRow, NewJob
 from service.writer.columns import (
     ENTITY_TABLES_PARENTS_FIRST,
@@ -82,7 +90,8 @@ def _batch_sql() -> str:
     p = _Params()
     jobs = models.jobs
     incoming = _unnest(p, "i", jobs, JOB_INSERT_COLUMNS, ordinal=True)
-    bodies = _unnest(p, "b", models.delivery_bodies, ("sha256", "body"), ordinal=True)
+    keys = _unnest(p, "k", models.data_keys, DATA_KEY_COLUMNS, ordinal=True)
+    bodies = _unnest(p, "b", models.delivery_bodies, BODY_COLUMNS, ordinal=True)
     entity_ctes = []
     for name in ENTITY_TABLES_PARENTS_FIRST:
         table = models.metadata.tables[name]
@@ -101,9 +110,13 @@ def _batch_sql() -> str:
             INSERT INTO jobs ({job_columns}) SELECT {job_columns} FROM incoming ORDER BY ord
             ON CONFLICT (job_id) DO NOTHING RETURNING id, job_id),
         job_map AS (SELECT i.ord, job.id FROM job JOIN incoming i USING (job_id)),
+        data_key AS (
+            INSERT INTO data_keys ({', '.join(DATA_KEY_COLUMNS)})
+            SELECT {', '.join('k.' + c for c in DATA_KEY_COLUMNS)}
+            FROM {keys} JOIN job_map USING (ord)),
         body AS (
-            INSERT INTO delivery_bodies (sha256, body)
-            SELECT b.sha256, b.body FROM {bodies} JOIN job_map USING (ord)
+            INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)})
+            SELECT {', '.join('b.' + c for c in BODY_COLUMNS)} FROM {bodies} JOIN job_map USING (ord)
             ON CONFLICT (sha256) DO NOTHING),
         {entities},
         logged AS (
@@ -124,13 +137,16 @@ def _columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 def _batch_params(batch: Sequence[NewJob]) -> list[list[Any]]:
     """One array per placeholder of :func:`_batch_sql`."""
     job_rows = []
+    key_rows = []
     body_rows = []
     delivery_rows = []
     entity_rows: dict[str, list[tuple[Any, ...]]] = {n: [] for n in ENTITY_TABLES_PARENTS_FIRST}
     for ord_, (prepared, delivery) in enumerate(batch):
         now = delivery.received_at
         job_rows.append((ord_, prepared.job_id, now, *job_values(prepared, now)))
-        body_rows.append((ord_, delivery.body_sha256, delivery.body))
+        if prepared.data_key is not None:
+            key_rows.append((ord_, *prepared.data_key.values()))
+        body_rows.append((ord_, *prepared.stored_body(delivery).values()))
         record = delivery.record(job_id=prepared.job_id, outcome="stored",
                                  content_sha256=prepared.content_sha256)
         delivery_rows.append((ord_, *record.values()))
@@ -138,7 +154,8 @@ def _batch_params(batch: Sequence[NewJob]) -> list[list[Any]]:
             getter = row_getter(name)
             entity_rows[name].extend((ord_, *getter(row)) for row in rows)
     params = _columns_of(job_rows, 1 + len(JOB_INSERT_COLUMNS))
-    params += _columns_of(body_rows, 3)
+    params += _columns_of(key_rows, 1 + len(DATA_KEY_COLUMNS))
+    params += _columns_of(body_rows, 1 + len(BODY_COLUMNS))
     for name in ENTITY_TABLES_PARENTS_FIRST:
         params += _columns_of(entity_rows[name], 1 + len(entity_columns(name)))
     params += _columns_of(delivery_rows, 1 + len(DELIVERY_COLUMNS))
@@ -181,10 +198,30 @@ _UPDATE_JOB = (f"UPDATE jobs SET "
 _LOG_DELIVERY = (f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
                  f"VALUES ({', '.join(f'${i}' for i in range(1, len(DELIVERY_COLUMNS) + 1))}) "
                  f"RETURNING id")
-_SAVE_BODY = ("INSERT INTO delivery_bodies (sha256, body) VALUES ($1, $2) "
-              "ON CONFLICT (sha256) DO NOTHING")
+_BODY_PLACES = ", ".join(f"${i}" for i in range(1, len(BODY_COLUMNS) + 1))
+_KEY_PLACES = ", ".join(
+    f"${i}::{_pg_type(models.data_keys.c[name])}"
+    for i, name in enumerate(DATA_KEY_COLUMNS, start=len(BODY_COLUMNS) + 1))
+# The data key goes in with a new body (replace_rows may have put it in already). No foreign
+# key points at data_keys: a sealed value whose key is gone is meant to be unreadable.
+_SAVE_BODY_AND_KEY = f"""
+    WITH body AS (
+        INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) VALUES ({_BODY_PLACES})
+        ON CONFLICT (sha256) DO NOTHING RETURNING 1)
+    INSERT INTO data_keys ({', '.join(DATA_KEY_COLUMNS)})
+    SELECT {_KEY_PLACES} WHERE EXISTS (SELECT 1 FROM body)
+    ON CONFLICT (id) DO NOTHING
+"""
+_INSERT_KEY = (f"INSERT INTO data_keys ({', '.join(DATA_KEY_COLUMNS)}) "
+               f"VALUES ({', '.join(f'${i}' for i in range(1, len(DATA_KEY_COLUMNS) + 1))}) "
+               "ON CONFLICT (id) DO NOTHING")
+_SAVE_BODY = (f"INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) "
+              f"VALUES ({_BODY_PLACES}) ON CONFLICT (sha256) DO NOTHING")
+# Crypto-shredding first: without its data keys, no copy of the job's sealed values (rows,
+# bodies, the WAL, a backup) can be read again.
 _DELETE_JOB_AND_DELIVERIES = """
-    WITH gone_job AS (DELETE FROM jobs WHERE id = $1),
+    WITH gone_keys AS (DELETE FROM data_keys WHERE job_id = $2),
+    gone_job AS (DELETE FROM jobs WHERE id = $1),
     gone AS (DELETE FROM deliveries WHERE job_id = $2 RETURNING body_sha256)
     DELETE FROM delivery_bodies b
     WHERE b.sha256 IN (SELECT body_sha256 FROM gone)
@@ -303,10 +340,16 @@ class PostgresWriter:
         conn = self._connection
         await conn.execute(_delete_rows_sql(), job_pk)
         await conn.execute(_UPDATE_JOB, job_pk, *job_values(prepared, now))
+        if prepared.data_key is not None:
+            await conn.execute(_INSERT_KEY, *prepared.data_key.values())
         await conn.execute(_insert_rows_sql(), job_pk, *_rows_params(prepared))
 
-    async def save_body(self, sha: str, body: bytes) -> None:
-        await self._connection.execute(_SAVE_BODY, sha, body)
+    async def save_body(self, body: StoredBody) -> None:
+        if body.data_key is None:
+            await self._connection.execute(_SAVE_BODY, *body.values())
+        else:
+            await self._connection.execute(_SAVE_BODY_AND_KEY, *body.values(),
+                                           *body.data_key.values())
 
     async def log_delivery(self, record: DeliveryRecord) -> int:
         delivery_id: int = await self._connection.fetchval(_LOG_DELIVERY, *record.values())

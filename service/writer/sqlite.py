@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service import models
-from service.rows import DELIVERY_COLUMNS, DeliveryRecord, IncomingDelivery, PreparedResult
+from service.rows import (
+    BODY_COLUMNS,
+    DATA_KEY_COLUMNS,
+    DELIVERY_COLUMNS,
+    DeliveryRecord,
+    IncomingDelivery,
+    NewDataKey,
+    PreparedResult,
+    StoredBody,
+)
 from service.writer.base import Created, JobRow, NewJob
 from service.writer.columns import (
     ENTITY_TABLES_PARENTS_FIRST,
@@ -139,8 +148,21 @@ _JOB_INSERT = (f"INSERT INTO jobs ({', '.join(JOB_INSERT_COLUMNS)}) "
 _JOB_UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in JOB_VALUE_COLUMNS)} WHERE id = ?"
 _DELIVERY_INSERT = (f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(DELIVERY_COLUMNS))}) RETURNING id")
-_BODY_INSERT = ("INSERT INTO delivery_bodies (sha256, body) VALUES (?, ?) "
-                "ON CONFLICT (sha256) DO NOTHING")
+_BODY_INSERT = (f"INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(BODY_COLUMNS))}) ON CONFLICT (sha256) DO NOTHING")
+_DATA_KEY_INSERT = (f"INSERT INTO data_keys ({', '.join(DATA_KEY_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(DATA_KEY_COLUMNS))}) "
+                    "ON CONFLICT (id) DO NOTHING")
+
+
+def _insert_data_key(db: sqlite3.Connection, key: NewDataKey | None) -> None:
+    if key is not None:
+        db.execute(_DATA_KEY_INSERT, _params(key.values()))
+
+
+def _save_body(db: sqlite3.Connection, body: StoredBody) -> None:
+    if db.execute(_BODY_INSERT, body.values()).rowcount == 1:
+        _insert_data_key(db, body.data_key)
 
 
 def _insert_rows(db: sqlite3.Connection, job_pk: int, prepared: PreparedResult) -> None:
@@ -169,7 +191,8 @@ def _insert_new_job(db: sqlite3.Connection, prepared: PreparedResult,
     if row is None:
         return None
     job_pk: int = row[0]
-    db.execute(_BODY_INSERT, (delivery.body_sha256, delivery.body))
+    _insert_data_key(db, prepared.data_key)
+    db.execute(_BODY_INSERT, prepared.stored_body(delivery).values())
     _insert_rows(db, job_pk, prepared)
     record = delivery.record(job_id=prepared.job_id, outcome="stored",
                              content_sha256=prepared.content_sha256)
@@ -204,6 +227,9 @@ def _delete_job(db: sqlite3.Connection, job_id: str) -> bool:
     row = db.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     if row is None:
         return False
+    # Crypto-shredding first: without its data keys, no copy of the job's sealed values
+    # (rows, bodies, the WAL, a backup) can be read again.
+    db.execute("DELETE FROM data_keys WHERE job_id = ?", (job_id,))
     _delete_rows(db, row[0])
     db.execute("DELETE FROM jobs WHERE id = ?", (row[0],))
     shas = [r[0] for r in db.execute(
@@ -267,12 +293,13 @@ class SqliteWriter:
         def replace(db: sqlite3.Connection) -> None:
             _delete_rows(db, job_pk)
             db.execute(_JOB_UPDATE, _params((*job_values(prepared, now), job_pk)))
+            _insert_data_key(db, prepared.data_key)
             _insert_rows(db, job_pk, prepared)
 
         await self._thread.call(replace)
 
-    async def save_body(self, sha: str, body: bytes) -> None:
-        await self._thread.call(lambda db: db.execute(_BODY_INSERT, (sha, body)))
+    async def save_body(self, body: StoredBody) -> None:
+        await self._thread.call(_save_body, body)
 
     async def log_delivery(self, record: DeliveryRecord) -> int:
         return await self._thread.call(_log_delivery, record)
