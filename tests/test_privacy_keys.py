@@ -193,3 +193,23 @@ def test_serve_creates_no_key_file_when_keys_are_configured(tmp_path: Path) -> N
     assert settings.encryption_keys.key_ids == ("k1",)
     assert settings.keys_source == "environment"
     assert not (tmp_path / KEY_FILE_NAME).exists()
+
+
+@pytest.mark.slow
+def test_the_serve_command_creates_the_key_file_says_where_and_never_logs_the_key(
+        tmp_path: Path) -> None:
+    from tests.support.server import serve
+
+    path = tmp_path / "data" / KEY_FILE_NAME
+    with serve(cwd=tmp_path) as server:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        content = path.read_text(encoding="utf-8")
+        logs = "\n".join(server.log_lines())
+    keyring = parse_keys(content)
+    assert str(path) in logs
+    assert "privacy.key_created" in logs
+    assert base64.b64encode(keyring.current.secret).decode() not in logs
+    with serve(cwd=tmp_path) as server:
+        logs = "\n".join(server.log_lines())
+    assert path.read_text(encoding="utf-8") == content
+    assert "privacy.key_created" not in logs
