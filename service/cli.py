@@ -96,7 +96,13 @@ def ensure_encryption_key(settings: Settings) -> Settings:
     if settings.encryption_keys is not None or not settings.biometric_policy.needs_key:
         return settings
     path = settings.key_file
-    if privacy_keys.create_key_file(path):
+    try:
+        created = privacy_keys.create_key_file(path)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the encryption key file {path}: {exc.strerror}; set "
+            f"{PREFIX}ENCRYPTION_KEYS (`results-receiver keys generate` makes a key)") from None
+    if created:
         log.warning("privacy.key_created", path=str(path))
         print(
             f"No {PREFIX}ENCRYPTION_KEYS set: created an encryption key in {path} (mode 0600).\n"

@@ -213,3 +213,12 @@ def test_the_serve_command_creates_the_key_file_says_where_and_never_logs_the_ke
         logs = "\n".join(server.log_lines())
     assert path.read_text(encoding="utf-8") == content
     assert "privacy.key_created" not in logs
+
+
+def test_serve_explains_a_key_file_it_cannot_create(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("a file where the data folder should be", encoding="utf-8")
+    settings = Settings(database_url=f"sqlite:///{not_a_folder}/results.db")
+    with pytest.raises(cli.UsageError, match="RECEIVER_ENCRYPTION_KEYS") as caught:
+        cli.ensure_encryption_key(settings)
+    assert str(not_a_folder / KEY_FILE_NAME) in str(caught.value)
