@@ -1,8 +1,9 @@
 """The ``results-receiver`` command line.
 
-serve, migrate, tokens (create/list/revoke), secret generate, send-test, replay. Errors a user
-can fix are printed as one clear line and exit with status 2; nothing prints a secret except
-``secret generate`` and ``tokens create``, whose whole purpose is to show one once.
+serve, migrate, tokens (create/list/revoke), secret generate, keys generate, send-test,
+replay. Errors a user can fix are printed as one clear line and exit with status 2; nothing
+prints a secret except ``secret generate``, ``keys generate`` and ``tokens create``, whose whole
+purpose is to show one once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service import db_errors, signatures
 from service.config import DEFAULT_DATABASE_URL, PREFIX, ConfigError, Settings, redact_url
 from service.logging import configure_logging
+from service.privacy import keys as privacy_keys
 
 log = structlog.get_logger("service.cli")
 
@@ -89,6 +91,28 @@ def ensure_secret(settings: Settings) -> Settings:
     return settings.with_secret_file()
 
 
+def ensure_encryption_key(settings: Settings) -> Settings:
+    """Create the data folder's key file when the policy encrypts and no key is configured."""
+    if settings.encryption_keys is not None or not settings.biometric_policy.needs_key:
+        return settings
+    path = settings.key_file
+    try:
+        created = privacy_keys.create_key_file(path)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the encryption key file {path}: {exc.strerror}; set "
+            f"{PREFIX}ENCRYPTION_KEYS (`results-receiver keys generate` makes a key)") from None
+    if created:
+        log.warning("privacy.key_created", path=str(path))
+        print(
+            f"No {PREFIX}ENCRYPTION_KEYS set: created an encryption key in {path} (mode 0600).\n"
+            "Back it up and keep it private: without it, encrypted biometric data and raw "
+            "deliveries cannot be read.",
+            file=sys.stderr,
+        )
+    return settings.with_key_file()
+
+
 def prepare_metrics_folder() -> None:
     """Several workers share metrics through files (prometheus-client multiprocess mode): an
     empty folder, named in the environment before the workers start."""
@@ -117,10 +141,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ensure_schema(settings)
     settings = ensure_secret(settings)
     settings.require_secret_or_unsigned()
+    settings = ensure_encryption_key(settings)
+    settings.require_encryption_key()
     if args.workers > 1:
         prepare_metrics_folder()
     log.info("service.serving", host=args.host, port=args.port, workers=args.workers,
-             database=redact_url(settings.database_url), secrets_source=settings.secrets_source)
+             database=redact_url(settings.database_url), secrets_source=settings.secrets_source,
+             keys_source=settings.keys_source, privacy=settings.biometric_policy.describe())
     uvicorn.run("service.app:app_from_env", factory=True, **uvicorn_options(
         host=args.host, port=args.port, workers=args.workers,
         forwarded_allow_ips=settings.forwarded_allow_ips, root_path=settings.root_path,
@@ -192,6 +219,15 @@ def cmd_secret(args: argparse.Namespace) -> int:
     else:
         print(secrets.token_urlsafe(32))
     return 0
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "generate":
+        print(privacy_keys.generate_key_line())
+        return 0
+    raise UsageError(f"unknown keys action {args.keys_command!r}")
 
 
 # --- send-test -------------------------------------------------------------------------------
@@ -314,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--format", choices=["plain", "whsec"], default="plain",
                           help="whsec: a Standard Webhooks secret")
     secret.set_defaults(handler=cmd_secret)
+
+    keys = commands.add_parser("keys", help="encryption keys of biometric data")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_commands.add_parser(
+        "generate", help="print a new master key as key_id:base64 (for "
+                         f"{PREFIX}ENCRYPTION_KEYS)")
+    keys.set_defaults(handler=cmd_keys)
 
     send = commands.add_parser("send-test", help="sign and POST a result like the upstream")
     send.add_argument("url", help="e.g. http://127.0.0.1:8000/webhooks/analysis")

@@ -18,6 +18,9 @@ from typing import Literal
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from service.privacy.keys import KEY_FILE_NAME, Keyring, parse_keys, read_key_file
+from service.privacy.policy import BiometricPolicy, FieldPolicy, parse_field_policy
+
 PREFIX = "RECEIVER_"
 DEFAULT_DATABASE_URL = "sqlite:///./data/results.db"
 DEFAULT_MAX_BODY_BYTES = 26_214_400
@@ -33,6 +36,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _SQLITE_SCHEMES = {"sqlite", "sqlite+aiosqlite"}
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
+_POLICY_VARIABLES = {"STORE_THUMBNAILS": "thumbnails", "STORE_EMBEDDINGS": "embeddings",
+                     "STORE_DEMOGRAPHICS": "demographics"}
 
 
 class ConfigError(Exception):
@@ -55,8 +60,15 @@ class Settings:
     root_path: str = ""
     forwarded_allow_ips: str = "127.0.0.1"
     database_pool_size: int = 10
+    biometric_policy: BiometricPolicy = field(default_factory=BiometricPolicy)
+    # Never printed: a Keyring's repr shows key ids only.
+    encryption_keys: Keyring | None = None
+    retain_biometrics_days: int | None = None
+    retain_jobs_days: int | None = None
     # Where the secret came from, for messages only; never the secret itself.
     secrets_source: str = field(default="environment", compare=False)
+    # Where the encryption keys came from ("environment", the key file's path, or "none").
+    keys_source: str = field(default="none", compare=False)
 
     @property
     def dialect(self) -> Dialect:
@@ -77,6 +89,10 @@ class Settings:
     @property
     def secret_file(self) -> Path:
         return self.data_dir / SECRET_FILE_NAME
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / KEY_FILE_NAME
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +154,29 @@ class Settings:
 
         forwarded = (get("FORWARDED_ALLOW_IPS") or "127.0.0.1").strip()
 
+        policies: dict[str, FieldPolicy] = {}
+        for name, attribute in _POLICY_VARIABLES.items():
+            raw_policy = get(name)
+            if raw_policy is None or not raw_policy.strip():
+                continue
+            try:
+                policies[attribute] = parse_field_policy(raw_policy)
+            except ValueError as exc:
+                problems.append(f"{PREFIX}{name}: {exc}")
+        policy = BiometricPolicy(**policies)
+
+        keyring: Keyring | None = None
+        raw_keys = get("ENCRYPTION_KEYS")
+        if raw_keys is not None:
+            try:
+                keyring = parse_keys(raw_keys)
+            except ValueError as exc:
+                problems.append(f"{PREFIX}ENCRYPTION_KEYS: {exc}")
+
+        retain_biometrics = _parse_days(get("RETAIN_BIOMETRICS_DAYS"), "RETAIN_BIOMETRICS_DAYS",
+                                        problems)
+        retain_jobs = _parse_days(get("RETAIN_JOBS_DAYS"), "RETAIN_JOBS_DAYS", problems)
+
         if problems:
             raise ConfigError(problems)
 
@@ -152,10 +191,17 @@ class Settings:
             root_path=root_path,
             forwarded_allow_ips=forwarded,
             database_pool_size=pool_size,
+            biometric_policy=policy,
+            encryption_keys=keyring,
+            retain_biometrics_days=retain_biometrics,
+            retain_jobs_days=retain_jobs,
             secrets_source=source,
+            keys_source="environment" if keyring is not None else "none",
         )
         if raw_secrets is None:
             settings = settings.with_secret_file()
+        if raw_keys is None:
+            settings = settings.with_key_file()
         return settings
 
     def with_secret_file(self) -> Settings:
@@ -168,6 +214,25 @@ class Settings:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError([f"webhook secret file {path}: {exc}"]) from exc
         return replace(self, webhook_secrets=secrets, secrets_source=str(path))
+
+    def with_key_file(self) -> Settings:
+        """Fall back on the key file ``serve`` creates when no key is configured."""
+        path = self.key_file
+        try:
+            keyring = read_key_file(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError([f"encryption key file {path}: {exc}"]) from exc
+        if keyring is None:
+            return self
+        return replace(self, encryption_keys=keyring, keys_source=str(path))
+
+    def require_encryption_key(self) -> None:
+        if self.biometric_policy.needs_key and self.encryption_keys is None:
+            raise ConfigError([
+                f"no encryption key: the storage policy encrypts biometric data, so set "
+                f"{PREFIX}ENCRYPTION_KEYS (`results-receiver keys generate` makes a key), or "
+                f"run `results-receiver serve`, which creates {self.key_file}"
+            ])
 
     def require_secret_or_unsigned(self) -> None:
         if not self.webhook_secrets and not self.allow_unsigned:
@@ -243,6 +308,21 @@ def redact_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable URL>"
+
+
+def _parse_days(raw: str | None, name: str, problems: list[str]) -> int | None:
+    """A positive whole number of days; unset or empty means keep forever (None)."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw.strip().replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        problems.append(f"{PREFIX}{name}: {raw.strip()!r} is not a positive whole number of "
+                        "days; unset it to keep forever")
+        return None
+    return value
 
 
 def _parse_bool(raw: str | None, name: str, problems: list[str]) -> bool:

@@ -348,6 +348,137 @@ def test_root_path_without_trailing_slash_is_kept(sqlite_env: dict[str, str]) ->
     assert settings.root_path == "/results"
 
 
+# --- privacy: field policies, encryption keys, retention -----------------------------------
+
+KEY_BYTES = bytes(range(7, 39))
+KEY_LINE = "k1:" + base64.b64encode(KEY_BYTES).decode()
+
+
+def test_privacy_defaults_encrypt_thumbnails_and_embeddings_and_keep_forever(
+        sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env(sqlite_env)
+    policy = settings.biometric_policy
+    assert (policy.thumbnails, policy.embeddings, policy.demographics) == (
+        "encrypt", "encrypt", "store")
+    assert policy.needs_key
+    assert policy.describe() == {"thumbnails": "encrypt", "embeddings": "encrypt",
+                                 "demographics": "store", "raw_bodies": "encrypt"}
+    assert settings.encryption_keys is None
+    assert settings.keys_source == "none"
+    assert (settings.retain_biometrics_days, settings.retain_jobs_days) == (None, None)
+
+
+def test_field_policies_are_taken_from_the_environment(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_STORE_THUMBNAILS": "drop",
+                                  "RECEIVER_STORE_EMBEDDINGS": " Store ",
+                                  "RECEIVER_STORE_DEMOGRAPHICS": "encrypt"})
+    policy = settings.biometric_policy
+    assert (policy.thumbnails, policy.embeddings, policy.demographics) == (
+        "drop", "store", "encrypt")
+    assert policy.needs_key
+
+
+def test_a_policy_without_encrypt_needs_no_key_and_stores_raw_bodies(
+        sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_STORE_THUMBNAILS": "store",
+                                  "RECEIVER_STORE_EMBEDDINGS": "drop"})
+    assert not settings.biometric_policy.needs_key
+    assert settings.biometric_policy.describe()["raw_bodies"] == "store"
+    settings.require_encryption_key()
+
+
+@pytest.mark.parametrize("name", ["STORE_THUMBNAILS", "STORE_EMBEDDINGS", "STORE_DEMOGRAPHICS"])
+def test_an_unknown_field_policy_is_an_error_naming_the_variable_and_the_choices(
+        sqlite_env: dict[str, str], name: str) -> None:
+    error = config_error({**sqlite_env, f"RECEIVER_{name}": "crypt"})
+    assert error.problems == [
+        f"RECEIVER_{name}: 'crypt' is not one of encrypt, store, drop"]
+
+
+def test_encryption_keys_are_parsed_and_never_shown_by_the_settings_repr(
+        sqlite_env: dict[str, str]) -> None:
+    other = bytes(range(50, 82))
+    raw = f"{KEY_LINE},old:{base64.b64encode(other).decode()}"
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_ENCRYPTION_KEYS": raw})
+    assert settings.encryption_keys is not None
+    assert settings.encryption_keys.key_ids == ("k1", "old")
+    assert settings.encryption_keys.current.secret == KEY_BYTES
+    assert settings.keys_source == "environment"
+    text = repr(settings) + str(settings)
+    assert "k1" in text
+    for secret in (KEY_BYTES, other):
+        assert base64.b64encode(secret).decode()[:16] not in text
+        assert repr(secret)[2:18] not in text
+        assert secret.hex()[:16] not in text
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ("", "is set but empty"),
+    (f"{KEY_LINE},k1:{base64.b64encode(bytes(32)).decode()}", "key #2 repeats the key id 'k1'"),
+    ("k1:" + base64.b64encode(KEY_BYTES[:31]).decode(), "key #1 ('k1') is 31 bytes"),
+    ("k1:%%%", "key #1 ('k1') is not standard base64"),
+    ("bad id:" + base64.b64encode(KEY_BYTES).decode(), "key #1 has a key id that is not"),
+])
+def test_a_bad_encryption_key_list_is_an_error_naming_the_variable_and_position(
+        sqlite_env: dict[str, str], raw: str, problem: str) -> None:
+    error = config_error({**sqlite_env, "RECEIVER_ENCRYPTION_KEYS": raw})
+    assert len(error.problems) == 1
+    assert error.problems[0].startswith(f"RECEIVER_ENCRYPTION_KEYS: {problem}"), error.problems
+    assert base64.b64encode(KEY_BYTES).decode()[:16] not in message_of(error)
+
+
+def test_the_key_file_is_read_when_encryption_keys_is_unset(tmp_path: Path) -> None:
+    key_file = tmp_path / "encryption-keys"
+    key_file.write_text(KEY_LINE + "\n", encoding="utf-8")
+    settings = Settings.from_env({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db"})
+    assert settings.key_file == key_file
+    assert settings.encryption_keys is not None
+    assert settings.encryption_keys.current.secret == KEY_BYTES
+    assert settings.keys_source == str(key_file)
+    assert base64.b64encode(KEY_BYTES).decode()[:16] not in repr(settings)
+
+
+def test_the_key_file_is_ignored_when_encryption_keys_is_set(
+        sqlite_env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "encryption-keys").write_text("file:" + base64.b64encode(bytes(32)).decode(),
+                                              encoding="utf-8")
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_ENCRYPTION_KEYS": KEY_LINE})
+    assert settings.encryption_keys is not None
+    assert settings.encryption_keys.key_ids == ("k1",)
+
+
+def test_a_bad_key_file_is_an_error_naming_the_file_without_its_content(tmp_path: Path) -> None:
+    (tmp_path / "encryption-keys").write_text(
+        "k1:" + base64.b64encode(KEY_BYTES[:31]).decode(), encoding="utf-8")
+    error = config_error({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db"})
+    assert "encryption-keys" in message_of(error)
+    assert "31 bytes" in message_of(error)
+    assert base64.b64encode(KEY_BYTES[:31]).decode()[:16] not in message_of(error)
+
+
+def test_require_encryption_key_raises_when_the_policy_encrypts_and_no_key_exists(
+        tmp_path: Path) -> None:
+    settings = Settings.from_env({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db"})
+    with pytest.raises(ConfigError) as caught:
+        settings.require_encryption_key()
+    assert "RECEIVER_ENCRYPTION_KEYS" in message_of(caught.value)
+
+
+def test_retention_days_are_taken_from_the_environment(sqlite_env: dict[str, str]) -> None:
+    settings = Settings.from_env({**sqlite_env, "RECEIVER_RETAIN_BIOMETRICS_DAYS": "30",
+                                  "RECEIVER_RETAIN_JOBS_DAYS": " 365 "})
+    assert (settings.retain_biometrics_days, settings.retain_jobs_days) == (30, 365)
+
+
+@pytest.mark.parametrize("name", ["RETAIN_BIOMETRICS_DAYS", "RETAIN_JOBS_DAYS"])
+@pytest.mark.parametrize("value", ["0", "-3", "1.5", "forever", "30d"])
+def test_retention_that_is_not_a_positive_whole_number_is_an_error_naming_the_variable(
+        sqlite_env: dict[str, str], name: str, value: str) -> None:
+    error = config_error({**sqlite_env, f"RECEIVER_{name}": value})
+    assert len(error.problems) == 1
+    assert error.problems[0].startswith(f"RECEIVER_{name}: {value!r} is not a positive whole")
+
+
 # --- every problem at once -----------------------------------------------------------------
 
 

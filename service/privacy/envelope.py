@@ -1,0 +1,127 @@
+"""Envelope encryption: a random data key per job, wrapped by a master key; values sealed
+under the data key with AES-256-GCM, a fresh 12-byte nonce each, and associated data that
+names what the value is (so a sealed value moved to another job or field does not open).
+
+Sealed value: nonce (12 bytes) || ciphertext || tag (16 bytes). A wrapped data key is the
+same shape, sealed under a master key with associated data naming the key id and the
+caller's ``key_ref`` (an opaque id of the data key).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from service.privacy.keys import Keyring
+
+DATA_KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+class KeyMismatch(Exception):
+    """A wrapped data key does not verify under the master key of its key id."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"the data key wrapped under encryption key {key_id!r} does not verify: the key "
+            f"configured as {key_id!r} is not the one that wrapped it (or the stored key is "
+            "damaged)")
+        self.key_id = key_id
+
+
+class SealedValueError(ValueError):
+    """A sealed value was altered, or is opened with the wrong data key or associated data."""
+
+
+def _encode(parts: tuple[bytes | int | str, ...]) -> bytes:
+    """Each part typed and length-prefixed, so no two different tuples encode alike."""
+    chunks: list[bytes] = []
+    for part in parts:
+        if isinstance(part, bytes):
+            tag, data = b"b", part
+        elif isinstance(part, str):
+            tag, data = b"s", part.encode("utf-8")
+        elif isinstance(part, int) and not isinstance(part, bool):
+            tag, data = b"i", str(part).encode("ascii")
+        else:
+            raise TypeError(f"associated data parts are str, int or bytes, not "
+                            f"{type(part).__name__}")
+        chunks.append(tag + len(data).to_bytes(4, "big") + data)
+    return b"".join(chunks)
+
+
+def field_aad(job_id: str, field: str, *parts: int | str) -> bytes:
+    """The associated data of one sealed value: the job, the field, then e.g. the item and
+    person indexes. The one place associated data for values is built."""
+    return _encode(("field", job_id, field, *parts))
+
+
+def _wrap_aad(key_id: str, key_ref: bytes) -> bytes:
+    return _encode(("data-key", key_id, key_ref))
+
+
+def new_data_key() -> bytes:
+    return os.urandom(DATA_KEY_BYTES)
+
+
+def wrap_data_key(keyring: Keyring, data_key: bytes, *, key_ref: bytes) -> tuple[str, bytes]:
+    """Wrap ``data_key`` under the current master key: (its key id, the wrapped blob)."""
+    if len(data_key) != DATA_KEY_BYTES:
+        raise ValueError(f"a data key is {DATA_KEY_BYTES} bytes, not {len(data_key)}")
+    master = keyring.current
+    nonce = os.urandom(NONCE_BYTES)
+    return master.key_id, nonce + master.aead.encrypt(
+        nonce, data_key, _wrap_aad(master.key_id, key_ref))
+
+
+def unwrap_data_key(keyring: Keyring, key_id: str, blob: bytes, *, key_ref: bytes) -> bytes:
+    """The data key in ``blob``; UnknownKeyId when ``key_id`` is not configured, KeyMismatch
+    when the configured key of that id did not wrap it."""
+    master = keyring.get(key_id)
+    if len(blob) != NONCE_BYTES + DATA_KEY_BYTES + TAG_BYTES:
+        raise KeyMismatch(key_id)
+    try:
+        return master.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:],
+                                   _wrap_aad(key_id, key_ref))
+    except InvalidTag:
+        raise KeyMismatch(key_id) from None
+
+
+class Sealer:
+    """Seals and opens values under one data key; build one per data key and reuse it."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, data_key: bytes) -> None:
+        if len(data_key) != DATA_KEY_BYTES:
+            raise ValueError(f"a data key is {DATA_KEY_BYTES} bytes, not {len(data_key)}")
+        self._aead = AESGCM(data_key)
+
+    def __repr__(self) -> str:
+        return "Sealer(<data key hidden>)"
+
+    def seal(self, plaintext: bytes, *, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, sealed: bytes, *, aad: bytes) -> bytes:
+        if len(sealed) < NONCE_BYTES + TAG_BYTES:
+            raise SealedValueError(
+                f"a sealed value is at least {NONCE_BYTES + TAG_BYTES} bytes, not {len(sealed)}")
+        try:
+            return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+        except InvalidTag:
+            raise SealedValueError(
+                "a sealed value does not verify: it was altered, or it belongs to another "
+                "job, field or data key") from None
+
+
+def seal(data_key: bytes, plaintext: bytes, *, aad: bytes) -> bytes:
+    return Sealer(data_key).seal(plaintext, aad=aad)
+
+
+def open_sealed(data_key: bytes, sealed: bytes, *, aad: bytes) -> bytes:
+    return Sealer(data_key).open(sealed, aad=aad)
