@@ -51,7 +51,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
-    webhook_secrets: tuple[str, ...] = ()
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     allow_unsigned: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     signature_tolerance_seconds: int = 300

@@ -21,6 +21,7 @@ import pytest
 from service.app import create_app
 from service.config import Settings
 from service.migrations import upgrade
+from tests.support.keys import TEST_KEYRING
 from tests.support.postgres import (
     PostgresCluster,
     execute_autocommit,
@@ -111,7 +112,8 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, webhook_secrets=(SECRET,), log_format="json")
+    return Settings(database_url=database_url, webhook_secrets=(SECRET,),
+                    encryption_keys=TEST_KEYRING, log_format="json")
 
 
 @asynccontextmanager

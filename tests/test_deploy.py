@@ -46,6 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
 from tests.conftest import bearer, create_token
+from tests.support.keys import TEST_KEYRING
 from tests.support.postgres import free_port
 from tests.support.server import BIN, Server, run_cli, serve
 from tests.support.signing import SECRET, encode, example, signed_headers
@@ -453,7 +454,8 @@ def migrate_and_tokens(database_url: str, *, migrate: bool = False) -> tuple[str
     if migrate:
         migrated = run_cli("migrate", env={"RECEIVER_DATABASE_URL": database_url})
         assert "is at revision" in migrated.stdout
-    settings = Settings(database_url=database_url, webhook_secrets=(SECRET,), log_format="json")
+    settings = Settings(database_url=database_url, webhook_secrets=(SECRET,),
+                        encryption_keys=TEST_KEYRING, log_format="json")
 
     async def tokens() -> tuple[str, str]:
         return (await create_token(settings, name="reader", scope="read"),

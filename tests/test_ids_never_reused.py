@@ -16,6 +16,7 @@ from service.config import Settings
 from service.migrations import alembic_config, upgrade
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.db import ALL_TABLES, fetch_all, table_counts
+from tests.support.keys import TEST_KEYRING
 from tests.support.signing import SECRET, encode, example, signed_headers
 
 pytestmark = pytest.mark.anyio
@@ -75,7 +76,8 @@ async def test_migration_0003_keeps_every_row_index_and_search_of_a_0002_databas
     # Data written by the current code, then the schema taken back to 0002 (a database as
     # 0002 left it, holding rows of every table), then upgraded step by step.
     await asyncio.to_thread(upgrade, url)
-    settings = Settings(database_url=url, webhook_secrets=(SECRET,), log_format="json")
+    settings = Settings(database_url=url, webhook_secrets=(SECRET,),
+                        encryption_keys=TEST_KEYRING, log_format="json")
     await create_token(settings, name="reader", scope="read")
     admin = await create_token(settings, name="admin", scope="admin")
     async with serve_in_process(settings) as client:
@@ -120,7 +122,8 @@ async def test_migration_0003_keeps_every_row_index_and_search_of_a_0002_databas
 
 async def test_postgresql_ids_come_from_sequences_that_never_go_back(postgres_url):
     rows = await fetch_all(
-        Settings(database_url=postgres_url, webhook_secrets=(SECRET,)),
+        Settings(database_url=postgres_url, webhook_secrets=(SECRET,),
+                 encryption_keys=TEST_KEYRING),
         sa.text("SELECT table_name FROM information_schema.columns WHERE column_name = 'id' "
                 "AND table_name IN ('jobs', 'deliveries', 'api_tokens') "
                 "AND (column_default LIKE 'nextval(%' OR is_identity = 'YES')"))

@@ -11,6 +11,7 @@ import pytest
 from service.app import create_app
 from service.config import Settings
 from tests.conftest import serve_in_process
+from tests.support.keys import TEST_KEYRING
 from tests.support.signing import SECRET
 
 pytestmark = pytest.mark.anyio
@@ -19,7 +20,8 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def _methods_by_path() -> dict[str, set[str]]:
-    settings = Settings(database_url="sqlite:///unused.db", webhook_secrets=(SECRET,))
+    settings = Settings(database_url="sqlite:///unused.db", webhook_secrets=(SECRET,),
+                        encryption_keys=TEST_KEYRING)
     served: dict[str, set[str]] = defaultdict(set)
     for route in create_app(settings).routes:
         served[getattr(route, "path")] |= set(getattr(route, "methods", None) or ())  # noqa: B009
@@ -40,7 +42,8 @@ def test_every_route_is_checked_and_the_job_path_supports_get_and_delete():
 
 @pytest.mark.parametrize("path", sorted(SERVED))
 async def test_405_allow_header_lists_every_method_the_path_supports(sqlite_url, path):
-    settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,), log_format="json")
+    settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,),
+                        encryption_keys=TEST_KEYRING, log_format="json")
     unsupported = [m for m in METHODS if m not in SERVED[path]]
     assert "OPTIONS" in unsupported
     async with serve_in_process(settings) as client:

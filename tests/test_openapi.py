@@ -34,6 +34,7 @@ from service.api.openapi import build_spec
 from service.app import create_app
 from service.config import Settings
 from tests.conftest import bearer, create_token, serve_in_process
+from tests.support.keys import TEST_KEYRING
 from tests.support.server import serve
 from tests.support.signing import EXAMPLES, SECRET, encode, signed_headers
 
@@ -50,6 +51,7 @@ METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 
 def sqlite_settings(path: Path) -> Settings:
     return Settings(database_url=f"sqlite:///{path / 'openapi.db'}", webhook_secrets=(SECRET,),
+                    encryption_keys=TEST_KEYRING,
                     log_format="json")
 
 
@@ -72,7 +74,8 @@ def documented_operations(spec: dict[str, Any]) -> set[tuple[str, str]]:
 
 @pytest.mark.anyio
 async def test_openapi_json_is_public_and_is_the_document_build_spec_makes(sqlite_url):
-    settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,), log_format="json")
+    settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,),
+                        encryption_keys=TEST_KEYRING, log_format="json")
     async with serve_in_process(settings) as client:
         response = await client.get("/openapi.json")
     assert response.status_code == 200
@@ -118,7 +121,8 @@ def test_every_operation_documents_its_error_responses_as_json_errors():
 async def test_every_link_of_a_listed_job_leads_to_that_job_whatever_its_id(sqlite_url):
     """The documented ``links`` of a job summary must resolve to the same job, also for ids
     holding characters that are reserved in a URL path ("/", "?", "#", "%")."""
-    settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,), log_format="json")
+    settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,),
+                        encryption_keys=TEST_KEYRING, log_format="json")
     token = await create_token(settings, name="links", scope="read")
     job_ids = ["video_plain", "video_c?d", "video_e#f", "video_g%2Fh", "video_ü ß",
                "video_a/b", "video_x/payload"]

@@ -8,6 +8,7 @@ import pytest
 from service.config import Settings
 from service.writer.postgres import PostgresWriter
 from tests.conftest import bearer, create_token, serve_in_process
+from tests.support.keys import TEST_KEYRING
 from tests.support.signing import SECRET, encode, example, signed_headers
 
 pytestmark = pytest.mark.anyio
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_database_down_gives_503_and_a_retry_after_restart_stores(own_postgres):
     url = own_postgres.url("results")
-    settings = Settings(database_url=url, webhook_secrets=(SECRET,))
+    settings = Settings(database_url=url, webhook_secrets=(SECRET,), encryption_keys=TEST_KEYRING)
     token = await create_token(settings, name="reader", scope="read")
     body = encode(example("video_finished.json"))
     async with serve_in_process(settings) as client:
@@ -56,7 +57,8 @@ async def test_a_driver_left_in_an_inconsistent_state_gives_503_and_the_retry_st
         return await real_insert(self, *args)
 
     monkeypatch.setattr(PostgresWriter, "insert_new_job", insert_once_broken)
-    settings = Settings(database_url=postgres_url, webhook_secrets=(SECRET,))
+    settings = Settings(database_url=postgres_url, webhook_secrets=(SECRET,),
+                        encryption_keys=TEST_KEYRING)
     body = encode(example("video_finished.json"))
     async with serve_in_process(settings) as client:
         first = await client.post("/webhooks/analysis", content=body,

@@ -13,6 +13,7 @@ from service import models
 from service.config import Settings
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.db import fetch_all, table_counts
+from tests.support.keys import TEST_KEYRING
 from tests.support.postgres import execute_autocommit
 from tests.support.signing import SECRET, encode, example, signed_headers
 
@@ -438,7 +439,8 @@ async def test_read_on_a_connection_postgresql_closed_is_503_and_the_next_read_s
         postgres_admin_url, postgres_url):
     """Reads use pooled connections without a ping first: one that the server closed fails
     the read that gets it (503 with Retry-After, never a 500) and is never handed out again."""
-    settings = Settings(database_url=postgres_url, webhook_secrets=(SECRET,), log_format="json")
+    settings = Settings(database_url=postgres_url, webhook_secrets=(SECRET,),
+                        encryption_keys=TEST_KEYRING, log_format="json")
     read_token = await create_token(settings, name="reader", scope="read")
     async with serve_in_process(settings) as client:
         first = await client.get("/v1/jobs", headers=bearer(read_token))

@@ -32,6 +32,7 @@ from service import ingest, payloads, queries, rebuild, search
 from service.config import Settings
 from service.db import Database
 from service.pagination import Page
+from tests.support.keys import TEST_KEYRING
 from tests.support.postgres import execute_autocommit
 from tests.support.signing import SECRET, encode
 
@@ -110,7 +111,8 @@ def _document(rng: random.Random, n: int) -> dict[str, Any]:
 
 async def _store_jobs(url: str, starts: range) -> None:
     """Deliver the jobs of the batches beginning at ``starts``, one transaction per batch."""
-    database = Database.from_settings(Settings(database_url=url, webhook_secrets=(SECRET,)))
+    database = Database.from_settings(Settings(database_url=url, webhook_secrets=(SECRET,),
+                                               encryption_keys=TEST_KEYRING))
     try:
         for first in starts:
             batch = []
@@ -133,7 +135,8 @@ def _seed_part(url: str, part: int) -> None:
 
 
 async def _analyze(url: str) -> None:
-    database = Database.from_settings(Settings(database_url=url, webhook_secrets=(SECRET,)))
+    database = Database.from_settings(Settings(database_url=url, webhook_secrets=(SECRET,),
+                                               encryption_keys=TEST_KEYRING))
     try:
         async with database.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -343,7 +346,8 @@ QUERIES: dict[str, Query] = {
 
 async def _explain(url: str, query: Query, *, analyze: bool = False
                    ) -> list[tuple[str, Any, list[dict[str, Any]]]]:
-    database = Database.from_settings(Settings(database_url=url, webhook_secrets=(SECRET,)))
+    database = Database.from_settings(Settings(database_url=url, webhook_secrets=(SECRET,),
+                                               encryption_keys=TEST_KEYRING))
     try:
         statements = await _captured(database, query)
         assert statements, "the query function sent no SQL"

@@ -13,10 +13,10 @@ from starlette.responses import Response
 from service import pagination, queries, rebuild
 from service.api import params
 from service.api.auth import authorized_read, require_token
+from service.api.reveal import WITHHELD_HEADER, revealer
 from service.db import Database
 from service.http import ApiError, JSONResponse
 from service.pagination import Page
-from service.api.reveal import WITHHELD_HEADER, revealer
 from service.privacy.reveal import Revealer
 from service.vocabulary import JOB_KINDS, JOB_STATUSES
 

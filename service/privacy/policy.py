@@ -35,6 +35,17 @@ class BiometricPolicy:
     def needs_key(self) -> bool:
         return self.encrypts_bodies
 
+    def dropped_fields(self) -> tuple[str, ...]:
+        """The payload's person fields a ``drop`` policy keeps out of rows and bodies."""
+        fields: list[str] = []
+        if self.demographics == "drop":
+            fields += ["age", "gender"]
+        if self.embeddings == "drop":
+            fields.append("face_embedding")
+        if self.thumbnails == "drop":
+            fields.append("face_thumbnail")
+        return tuple(fields)
+
     def describe(self) -> dict[str, str]:
         """The policy by name, in a stable order, for logs and the audit trail."""
         return {

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import zstandard
 
 from service import models
-from service.privacy.envelope import KeyMismatch, Sealer, SealedValueError, unwrap_data_key
+from service.privacy.envelope import KeyMismatch, SealedValueError, Sealer, unwrap_data_key
 from service.privacy.keys import Keyring, UnknownKeyId
 from service.privacy.protect import body_aad, person_aad
 

@@ -23,7 +23,8 @@ JOB_INSERT_COLUMNS: tuple[str, ...] = ("job_id", "received_at", *JOB_VALUE_COLUM
 def job_values(prepared: PreparedResult, now: datetime) -> tuple[Any, ...]:
     counts = prepared.counts()
     return (prepared.kind, prepared.status, prepared.error, prepared.content_sha256,
-            prepared.n_items, now, prepared.data_key_id, prepared.withheld, *(counts[c] for c in JOB_COUNT_COLUMNS))
+            prepared.n_items, now, prepared.data_key_id, prepared.withheld,
+            *(counts[c] for c in JOB_COUNT_COLUMNS))
 
 
 @functools.cache

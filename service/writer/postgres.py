@@ -116,7 +116,8 @@ def _batch_sql() -> str:
             FROM {keys} JOIN job_map USING (ord)),
         body AS (
             INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)})
-            SELECT {', '.join('b.' + c for c in BODY_COLUMNS)} FROM {bodies} JOIN job_map USING (ord)
+            SELECT {', '.join('b.' + c for c in BODY_COLUMNS)}
+            FROM {bodies} JOIN job_map USING (ord)
             ON CONFLICT (sha256) DO NOTHING),
         {entities},
         logged AS (

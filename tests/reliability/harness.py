@@ -31,6 +31,7 @@ from service.db import Database
 from tests.conftest import bearer, create_token
 from tests.reliability.sender import Delivery
 from tests.reliability.workload import ENTITY_TABLES, Document, expected_counts
+from tests.support.keys import TEST_KEYRING
 from tests.support.postgres import free_port
 from tests.support.server import Server, serve
 from tests.support.signing import SECRET
@@ -107,7 +108,8 @@ async def tokens(settings: Settings) -> tuple[str, str]:
 
 
 def settings_for(database_url: str) -> Settings:
-    return Settings(database_url=database_url, webhook_secrets=(SECRET,), log_format="json")
+    return Settings(database_url=database_url, webhook_secrets=(SECRET,),
+                    encryption_keys=TEST_KEYRING, log_format="json")
 
 
 def sqlite_file(database_url: str) -> Path:
