@@ -361,8 +361,11 @@ def delivery(conn: sa.Connection, delivery_id: int) -> Json | None:
     return None if row is None else _delivery(row)
 
 
-def delivery_body(conn: sa.Connection, delivery_id: int) -> bytes | None:
-    body: bytes | None = (conn.execute(
-        sa.select(bodies.c.body).join(deliveries, deliveries.c.body_sha256 == bodies.c.sha256)
-        .where(deliveries.c.id == delivery_id))).scalar_one_or_none()
-    return body
+def delivery_body(conn: sa.Connection,
+                  delivery_id: int) -> tuple[str | None, bytes] | None:
+    """(job_id, raw bytes) of a delivery; job_id is None when the body never said it."""
+    row = (conn.execute(
+        sa.select(deliveries.c.job_id, bodies.c.body)
+        .select_from(deliveries.join(bodies, deliveries.c.body_sha256 == bodies.c.sha256))
+        .where(deliveries.c.id == delivery_id))).one_or_none()
+    return None if row is None else (row.job_id, row.body)

@@ -10,9 +10,10 @@ from starlette.responses import Response
 
 from service import pagination, queries
 from service.api import params
-from service.api.auth import authorized_read
+from service.api.auth import authorized_read, authorized_write
 from service.http import ApiError, JSONResponse
 from service.pagination import Page
+from service.privacy import audit
 from service.vocabulary import OUTCOMES
 
 Json = dict[str, Any]
@@ -63,11 +64,18 @@ async def get_delivery(request: Request) -> Response:
 
 
 async def get_delivery_raw(request: Request) -> Response:
-    def read(conn: sa.Connection) -> tuple[int, bytes | None]:
+    """The exact bytes, sent only once the read's audit record is committed with it."""
+    def read(conn: sa.Connection, token_name: str) -> tuple[int, bytes | None]:
         delivery_id = _delivery_id(request)
-        return delivery_id, queries.delivery_body(conn, delivery_id)
+        found = queries.delivery_body(conn, delivery_id)
+        if found is None:
+            return delivery_id, None
+        job_id, body = found
+        audit.record(conn, audit.AuditEntry(
+            "raw_read", token_name, job_id=job_id, details={"delivery_id": str(delivery_id)}))
+        return delivery_id, body
 
-    delivery_id, body = await authorized_read(request, "admin", read)
+    delivery_id, body = await authorized_write(request, "admin", read)
     if body is None:
         raise _not_found(delivery_id)
     return Response(body, media_type="application/octet-stream", headers={
