@@ -364,6 +364,26 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
+class AuditRecord(SQLModel, table=True):
+    """One privacy-relevant action (see :mod:`service.privacy.audit`, the only writer). Never a
+    biometric value, a secret, a token or a body: ``counts`` is a JSON object of integers and
+    ``details`` a JSON object of short non-sensitive strings, both stored as JSON text."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        sa.Index("ix_audit_log_action_id", "action", "id"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    at: datetime = Field(sa_type=UtcDateTime)
+    action: str = Field(sa_type=sa.String(32))
+    token_name: str = Field(sa_type=sa.String(100))
+    job_id: str | None = Field(default=None, sa_type=sa.String(512))
+    counts: str = Field(sa_type=sa.Text)
+    details: str = Field(sa_type=sa.Text)
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The Core table behind a model, for bulk statements."""
     table = getattr(model, "__table__", None)
@@ -377,6 +397,7 @@ deliveries = table_of(Delivery)
 delivery_bodies = table_of(DeliveryBody)
 data_keys = table_of(DataKey)
 api_tokens = table_of(ApiToken)
+audit_log = table_of(AuditRecord)
 
 ENTITY_TABLES: tuple[sa.Table, ...] = tuple(
     table_of(model)

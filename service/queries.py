@@ -369,10 +369,15 @@ def delivery(conn: sa.Connection, delivery_id: int) -> Json | None:
 
 
 def delivery_body(conn: sa.Connection, delivery_id: int,
-                  revealer: Revealer) -> RevealedBody | None:
-    """A delivery's raw body as received (or as redacted, saying so); None when there is no
-    such delivery or its data key was destroyed."""
+                  revealer: Revealer) -> tuple[str | None, RevealedBody] | None:
+    """(job_id, body) of a delivery: the body as received (or as redacted, saying so); job_id
+    is None when the body never said it. None when there is no such delivery or its data key
+    was destroyed."""
     row = (conn.execute(
-        sa.select(bodies).join(deliveries, deliveries.c.body_sha256 == bodies.c.sha256)
+        sa.select(bodies, deliveries.c.job_id)
+        .select_from(deliveries.join(bodies, deliveries.c.body_sha256 == bodies.c.sha256))
         .where(deliveries.c.id == delivery_id))).one_or_none()
-    return None if row is None else revealer.body(conn, row)
+    if row is None:
+        return None
+    body = revealer.body(conn, row)
+    return None if body is None else (row.job_id, body)

@@ -1,5 +1,5 @@
-"""The service's closed sets of values, each defined once: job statuses, job kinds and
-delivery outcomes. Payload validation, the writers, the query API's filters and the OpenAPI
+"""The service's closed sets of values, each defined once: job statuses, job kinds, delivery
+outcomes and audit actions. Payload validation, the writers, the query API's filters and the OpenAPI
 description all derive from these."""
 
 from __future__ import annotations
@@ -19,3 +19,10 @@ stored), ``updated`` (replaced the stored result), ``ignored`` (a ``failed`` aft
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 ACCEPTED_OUTCOMES: tuple[Outcome, ...] = ("stored", "duplicate", "updated", "ignored")
 """The outcomes of a 200 answer."""
+
+AuditAction = Literal["job_erased", "person_erased", "people_erased", "purge", "key_rotation",
+                      "policy_changed", "raw_read"]
+"""What an audit record records (see :mod:`service.privacy.audit`): an erasure (of a job, a
+person observation, a person across jobs), a retention purge batch, a key rotation, a privacy
+policy change seen at start-up, or a read of a raw delivery body."""
+AUDIT_ACTIONS: tuple[AuditAction, ...] = get_args(AuditAction)

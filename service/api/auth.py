@@ -32,6 +32,21 @@ async def authorized_read(request: Request, scope: tokens.Scope,
     return await database.run_read(checked)
 
 
+async def authorized_write(request: Request, scope: tokens.Scope,
+                           body: Callable[[sa.Connection, str], R]) -> R:
+    """As :func:`authorized_read`, in one write transaction (:meth:`Database.write`) committed
+    when ``body`` returns, for a route that records what it reads; ``body`` also gets the
+    token's name."""
+    token = _bearer_token(request)
+    database: Database = request.state.database
+
+    def checked(conn: sa.Connection) -> R:
+        return body(conn, _check_scope(tokens.authenticate(conn, token), scope))
+
+    async with database.write() as conn:
+        return await conn.run_sync(checked)
+
+
 async def require_token(request: Request, scope: tokens.Scope) -> str:
     """Check the request's bearer token on its own (for routes that then write); return the
     token's name."""

@@ -10,10 +10,11 @@ from starlette.responses import Response
 
 from service import pagination, queries
 from service.api import params
-from service.api.auth import authorized_read
+from service.api.auth import authorized_read, authorized_write
 from service.api.reveal import WITHHELD_HEADER, revealer
 from service.http import ApiError, JSONResponse
 from service.pagination import Page
+from service.privacy import audit
 from service.privacy.redact import summary
 from service.privacy.reveal import RevealedBody
 from service.vocabulary import OUTCOMES
@@ -66,11 +67,19 @@ async def get_delivery(request: Request) -> Response:
 
 
 async def get_delivery_raw(request: Request) -> Response:
-    def read(conn: sa.Connection) -> tuple[int, RevealedBody | None]:
+    """The bytes received (or as a policy or an erasure redacted them, saying so in a
+    header), sent only once the read's audit record is committed with it."""
+    def read(conn: sa.Connection, token_name: str) -> tuple[int, RevealedBody | None]:
         delivery_id = _delivery_id(request)
-        return delivery_id, queries.delivery_body(conn, delivery_id, revealer(request))
+        found = queries.delivery_body(conn, delivery_id, revealer(request))
+        if found is None:
+            return delivery_id, None
+        job_id, body = found
+        audit.record(conn, audit.AuditEntry(
+            "raw_read", token_name, job_id=job_id, details={"delivery_id": str(delivery_id)}))
+        return delivery_id, body
 
-    delivery_id, body = await authorized_read(request, "admin", read)
+    delivery_id, body = await authorized_write(request, "admin", read)
     if body is None:
         raise _not_found(delivery_id)
     headers = {

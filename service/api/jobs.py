@@ -14,9 +14,10 @@ from service import pagination, queries, rebuild
 from service.api import params
 from service.api.auth import authorized_read, require_token
 from service.api.reveal import WITHHELD_HEADER, revealer
-from service.db import Database
-from service.http import ApiError, JSONResponse
+from service.db import UNAVAILABLE_ERRORS, Database
+from service.http import ApiError, JSONResponse, unavailable
 from service.pagination import Page
+from service.privacy import audit
 from service.privacy.reveal import Revealer
 from service.vocabulary import JOB_KINDS, JOB_STATUSES
 
@@ -132,12 +133,21 @@ async def job(request: Request) -> Response:
 
 
 async def delete_job(request: Request) -> Response:
-    await require_token(request, "admin")
+    """Deletes the job and records its erasure, in one transaction; deleting a job that is not
+    there (again) is a 404 and records nothing."""
+    token_name = await require_token(request, "admin")
     job_id = job_id_param(request)
     database: Database = request.state.database
     writer = database.writer()
-    async with writer.transaction():
-        deleted = await writer.delete_job(job_id)
-    if not deleted:
+    try:
+        async with writer.transaction():
+            removed = await writer.delete_job(job_id)
+            if removed is not None:
+                await audit.record_in(writer, audit.AuditEntry(
+                    "job_erased", token_name, job_id=job_id, counts=removed))
+    except UNAVAILABLE_ERRORS:
+        # The write path's own drivers (sqlite3, asyncpg) raise their errors as they are.
+        raise unavailable() from None
+    if removed is None:
         raise not_found(job_id)
     return Response(status_code=204)

@@ -13,7 +13,13 @@ from starlette.responses import Response
 
 from service.api import params
 from service.http import JSONResponse
-from service.vocabulary import ACCEPTED_OUTCOMES, JOB_KINDS, JOB_STATUSES, OUTCOMES
+from service.vocabulary import (
+    ACCEPTED_OUTCOMES,
+    AUDIT_ACTIONS,
+    JOB_KINDS,
+    JOB_STATUSES,
+    OUTCOMES,
+)
 
 Schema = dict[str, Any]
 
@@ -165,6 +171,12 @@ def _schemas() -> dict[str, Schema]:
             error=N_STRING, error_code=N_STRING, signature_scheme=STRING, size=INTEGER,
             body_sha256=STRING, request_id=N_STRING, client_ip=N_STRING, links=LINKS),
         "DeliveryPage": _page("Delivery"),
+        "AuditRecord": _object(
+            id=INTEGER, at=DATETIME, action={"type": "string", "enum": list(AUDIT_ACTIONS)},
+            token_name=STRING, job_id=N_STRING,
+            counts={"type": "object", "additionalProperties": INTEGER},
+            details={"type": "object", "additionalProperties": STRING}),
+        "AuditPage": _page("AuditRecord"),
         **_upstream_schemas(),
     }
 
@@ -259,7 +271,8 @@ def _paths() -> dict[str, Schema]:
             "get": _operation("A job's summary", {"200": _json("JobSummary")}, JOB_ID,
                               not_found=True),
             "delete": _operation(
-                "Delete a job, its rows, search entries and raw deliveries",
+                "Delete a job, its rows, search entries and raw deliveries (recorded in the "
+                "audit log)",
                 {"204": {"description": "deleted"}}, JOB_ID, admin=True, not_found=True),
         },
         "/v1/jobs/{job_id}/payload": {"get": _operation(
@@ -300,11 +313,17 @@ def _paths() -> dict[str, Schema]:
             "One delivery", {"200": _json("Delivery")}, DELIVERY_ID, admin=True,
             not_found=True, tag="deliveries")},
         "/v1/deliveries/{delivery_id}/raw": {"get": _operation(
-            "The exact bytes received",
+            "The exact bytes received (each read is recorded in the audit log)",
             {"200": {"description": "the raw body",
                      "content": {"application/octet-stream": {
                          "schema": {"type": "string", "format": "binary"}}}}},
             DELIVERY_ID, admin=True, not_found=True, tag="deliveries")},
+        "/v1/audit": {"get": _operation(
+            "The audit log (erasures, purges, key rotations, policy changes, raw reads), "
+            "newest first", {"200": _json("AuditPage")},
+            _param("action", "query", {"type": "string", "enum": list(AUDIT_ACTIONS)},
+                   "only this action"),
+            LIMIT, CURSOR, admin=True, tag="audit")},
         "/metrics": {"get": {"summary": "Prometheus metrics (all workers of this instance)",
                              "tags": ["operations"],
                              "responses": {"200": {"description": "Prometheus text format",

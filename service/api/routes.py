@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from service.api import catalog, deliveries, jobs
+from service.api import audit, catalog, deliveries, jobs
 
 
 def api_routes() -> list[Route]:
@@ -27,4 +27,5 @@ def api_routes() -> list[Route]:
         Route("/v1/deliveries", deliveries.list_deliveries, methods=["GET"]),
         Route("/v1/deliveries/{delivery_id}", deliveries.get_delivery, methods=["GET"]),
         Route("/v1/deliveries/{delivery_id}/raw", deliveries.get_delivery_raw, methods=["GET"]),
+        Route("/v1/audit", audit.list_audit, methods=["GET"]),
     ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+import sqlalchemy as sa
 
 from service.rows import DeliveryRecord, IncomingDelivery, PreparedResult, StoredBody
 
@@ -42,5 +45,11 @@ class Writer(Protocol):
     async def log_delivery(self, record: DeliveryRecord) -> int:
         """Append to the delivery log; returns the delivery's id (never reused)."""
 
-    async def delete_job(self, job_id: str) -> bool:
-        """Remove the job, its rows, its deliveries and bodies no other delivery uses."""
+    async def delete_job(self, job_id: str) -> dict[str, int] | None:
+        """Remove the job, its rows, its deliveries and bodies no other delivery uses; returns
+        what was removed (``{"jobs": 1, "deliveries": n, "rows": n}``, rows counting every
+        entity row), or None when there is no such job."""
+
+    async def insert_row(self, table: sa.Table, values: Mapping[str, Any]) -> int:
+        """Insert one row into ``table`` (whose key is an ``id`` the database assigns);
+        returns its id."""

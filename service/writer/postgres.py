@@ -17,7 +17,7 @@ way is closed, never handed to the next delivery.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -193,6 +193,15 @@ def _delete_rows_sql() -> str:
     return f"WITH {ctes}\nDELETE FROM {parent.name} WHERE job_pk = $1"
 
 
+@functools.cache
+def _delete_counted_rows_sql() -> str:
+    """As :func:`_delete_rows_sql`, selecting how many rows it deleted."""
+    ctes = ",\n".join(f"d_{t.name} AS (DELETE FROM {t.name} WHERE job_pk = $1 RETURNING 1)"
+                      for t in models.ENTITY_TABLES)
+    total = " + ".join(f"(SELECT count(*) FROM d_{t.name})" for t in models.ENTITY_TABLES)
+    return f"WITH {ctes}\nSELECT {total}"
+
+
 _UPDATE_JOB = (f"UPDATE jobs SET "
                f"{', '.join(f'{c} = ${i}' for i, c in enumerate(JOB_VALUE_COLUMNS, start=2))} "
                f"WHERE id = $1")
@@ -223,11 +232,13 @@ _SAVE_BODY = (f"INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) "
 _DELETE_JOB_AND_DELIVERIES = """
     WITH gone_keys AS (DELETE FROM data_keys WHERE job_id = $2),
     gone_job AS (DELETE FROM jobs WHERE id = $1),
-    gone AS (DELETE FROM deliveries WHERE job_id = $2 RETURNING body_sha256)
-    DELETE FROM delivery_bodies b
-    WHERE b.sha256 IN (SELECT body_sha256 FROM gone)
-      AND NOT EXISTS (SELECT 1 FROM deliveries d
-                      WHERE d.body_sha256 = b.sha256 AND d.job_id IS DISTINCT FROM $2)
+    gone AS (DELETE FROM deliveries WHERE job_id = $2 RETURNING body_sha256),
+    gone_bodies AS (
+        DELETE FROM delivery_bodies b
+        WHERE b.sha256 IN (SELECT body_sha256 FROM gone)
+          AND NOT EXISTS (SELECT 1 FROM deliveries d
+                          WHERE d.body_sha256 = b.sha256 AND d.job_id IS DISTINCT FROM $2))
+    SELECT count(*) FROM gone
 """
 
 
@@ -356,11 +367,18 @@ class PostgresWriter:
         delivery_id: int = await self._connection.fetchval(_LOG_DELIVERY, *record.values())
         return delivery_id
 
-    async def delete_job(self, job_id: str) -> bool:
+    async def delete_job(self, job_id: str) -> dict[str, int] | None:
         conn = self._connection
         job_pk = await conn.fetchval("SELECT id FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
         if job_pk is None:
-            return False
-        await conn.execute(_delete_rows_sql(), job_pk)
-        await conn.execute(_DELETE_JOB_AND_DELIVERIES, job_pk, job_id)
-        return True
+            return None
+        rows: int = await conn.fetchval(_delete_counted_rows_sql(), job_pk)
+        deliveries: int = await conn.fetchval(_DELETE_JOB_AND_DELIVERIES, job_pk, job_id)
+        return {"jobs": 1, "deliveries": deliveries, "rows": rows}
+
+    async def insert_row(self, table: sa.Table, values: Mapping[str, Any]) -> int:
+        placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+        row_id: int = await self._connection.fetchval(
+            f"INSERT INTO {table.name} ({', '.join(values)}) VALUES ({placeholders}) "
+            "RETURNING id", *values.values())
+        return row_id

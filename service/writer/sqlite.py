@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+import sqlalchemy as sa
 
 from service import models
 from service.rows import (
@@ -173,9 +175,12 @@ def _insert_rows(db: sqlite3.Connection, job_pk: int, prepared: PreparedResult) 
             db.executemany(_insert_sql(name), [(job_pk, *getter(row)) for row in rows])
 
 
-def _delete_rows(db: sqlite3.Connection, job_pk: int) -> None:
+def _delete_rows(db: sqlite3.Connection, job_pk: int) -> int:
+    """Delete the job's entity rows; returns how many."""
+    removed = 0
     for table in models.ENTITY_TABLES:
-        db.execute(f"DELETE FROM {table.name} WHERE job_pk = ?", (job_pk,))
+        removed += db.execute(f"DELETE FROM {table.name} WHERE job_pk = ?", (job_pk,)).rowcount
+    return removed
 
 
 def _log_delivery(db: sqlite3.Connection, record: DeliveryRecord) -> int:
@@ -223,23 +228,30 @@ def insert_batch(db: sqlite3.Connection, batch: Sequence[NewJob]) -> list[Create
     return results
 
 
-def _delete_job(db: sqlite3.Connection, job_id: str) -> bool:
+def _delete_job(db: sqlite3.Connection, job_id: str) -> dict[str, int] | None:
     row = db.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     if row is None:
-        return False
+        return None
     # Crypto-shredding first: without its data keys, no copy of the job's sealed values
     # (rows, bodies, the WAL, a backup) can be read again.
     db.execute("DELETE FROM data_keys WHERE job_id = ?", (job_id,))
-    _delete_rows(db, row[0])
+    rows = _delete_rows(db, row[0])
     db.execute("DELETE FROM jobs WHERE id = ?", (row[0],))
     shas = [r[0] for r in db.execute(
         "SELECT DISTINCT body_sha256 FROM deliveries WHERE job_id = ?", (job_id,))]
-    db.execute("DELETE FROM deliveries WHERE job_id = ?", (job_id,))
+    deliveries = db.execute("DELETE FROM deliveries WHERE job_id = ?", (job_id,)).rowcount
     db.executemany(
         "DELETE FROM delivery_bodies WHERE sha256 = ? AND NOT EXISTS "
         "(SELECT 1 FROM deliveries WHERE body_sha256 = ?)",
         [(sha, sha) for sha in shas])
-    return True
+    return {"jobs": 1, "deliveries": deliveries, "rows": rows}
+
+
+def _insert_row(db: sqlite3.Connection, table: sa.Table, values: Mapping[str, Any]) -> int:
+    sql = (f"INSERT INTO {table.name} ({', '.join(values)}) "
+           f"VALUES ({', '.join('?' * len(values))}) RETURNING id")
+    row_id: int = db.execute(sql, _params(list(values.values()))).fetchone()[0]
+    return row_id
 
 
 class SqliteStore:
@@ -304,5 +316,8 @@ class SqliteWriter:
     async def log_delivery(self, record: DeliveryRecord) -> int:
         return await self._thread.call(_log_delivery, record)
 
-    async def delete_job(self, job_id: str) -> bool:
+    async def delete_job(self, job_id: str) -> dict[str, int] | None:
         return await self._thread.call(_delete_job, job_id)
+
+    async def insert_row(self, table: sa.Table, values: Mapping[str, Any]) -> int:
+        return await self._thread.call(_insert_row, table, values)
