@@ -474,9 +474,14 @@ async def deliver_examples(client: httpx.AsyncClient) -> None:
 
 
 async def every_table_count(settings: Settings) -> dict[str, int]:
+    """Rows per table. Of the audit log, every record but raw reads: reading a raw body is
+    recorded by design (the routes above read delivery 1's bytes many times)."""
     counts = {}
     for name, table in models.metadata.tables.items():
-        rows = await fetch_all(settings, sa.select(sa.func.count()).select_from(table))
+        query = sa.select(sa.func.count()).select_from(table)
+        if table is models.audit_log:
+            query = query.where(table.c.action != "raw_read")
+        rows = await fetch_all(settings, query)
         counts[name] = rows[0][0]
     return counts
 
