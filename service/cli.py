@@ -296,6 +296,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from service.replay import replay
 
     settings = _settings()
+    settings.require_encryption_key()
     configure_logging(settings.log_format, "warning")
     ensure_schema(settings)
 

@@ -348,7 +348,7 @@ def _expected_person(person: Json, *, item: int, index: int, external_id: str | 
             "face_embedding": person.get("face_embedding"),
             "face_thumbnail": person.get("face_thumbnail"),
             "allowlisted": person.get("allowlisted"),
-            "relative_prominence": person.get("relative_prominence")}
+            "relative_prominence": person.get("relative_prominence"), "erased": False}
 
 
 def _expected_ocr(job_id: str, ocr: Json, *, item: int, index: int,

@@ -32,6 +32,7 @@ from service import ingest, payloads, queries, rebuild, search
 from service.config import Settings
 from service.db import Database
 from service.pagination import Page
+from service.privacy.reveal import Revealer
 from tests.support.keys import TEST_KEYRING
 from tests.support.postgres import execute_autocommit
 from tests.support.signing import SECRET, encode
@@ -307,14 +308,15 @@ QUERIES: dict[str, Query] = {
     "jobs-received-between": _list_jobs(received_after=MIDDLE,
                                         received_before=MIDDLE + timedelta(hours=6)),
     "job-summary": lambda conn: queries.job_summary(conn, RICH_VIDEO),
-    "job-payload": lambda conn: rebuild.rebuild(conn, RICH_VIDEO),
-    "job-image-payload": lambda conn: rebuild.rebuild(conn, IMAGE_BATCH),
+    "job-payload": lambda conn: rebuild.rebuild(conn, RICH_VIDEO, Revealer(TEST_KEYRING)),
+    "job-image-payload": lambda conn: rebuild.rebuild(conn, IMAGE_BATCH, Revealer(TEST_KEYRING)),
     **{f"job-{name}": _entity(function, job_id) for name, function, job_id in (
         ("scenes", queries.job_scenes, RICH_VIDEO),
         ("activity", queries.job_activity, RICH_VIDEO),
         ("sections", queries.job_sections, RICH_VIDEO),
         ("ocr", queries.job_ocr, RICH_VIDEO),
-        ("persons", queries.job_persons, RICH_VIDEO),
+        ("persons", functools.partial(queries.job_persons, revealer=Revealer(TEST_KEYRING)),
+         RICH_VIDEO),
         ("tags", queries.job_tags, IMAGE_BATCH),
         ("items", queries.job_items, IMAGE_BATCH),
     )},

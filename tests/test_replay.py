@@ -9,8 +9,10 @@ import sqlalchemy as sa
 
 from service import ingest, models
 from service.db import Database
+from service.privacy.protect import Protector
 from tests.conftest import bearer, serve_in_process
 from tests.support.db import table_counts
+from tests.support.keys import TEST_KEY_LINE
 from tests.support.server import run_cli
 from tests.support.signing import encode, example, signed_headers
 
@@ -35,6 +37,10 @@ async def _damage_rows(settings) -> None:
         await database.dispose()
 
 
+def _env(database_url: str) -> dict[str, str]:
+    return {"RECEIVER_DATABASE_URL": database_url, "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE}
+
+
 async def _add_rejected(settings, body: bytes) -> None:
     """A delivery an earlier, stricter version had rejected, kept with its raw bytes."""
     database = Database.from_settings(settings)
@@ -42,7 +48,9 @@ async def _add_rejected(settings, body: bytes) -> None:
         writer = database.writer()
         delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
                                            signature_scheme="hmac-sha256")
-        await ingest.store_rejected(writer, delivery, job_id="video_late",
+        body_stored = Protector(settings.biometric_policy, settings.encryption_keys
+                                ).protect_rejected(delivery, "video_late")
+        await ingest.store_rejected(writer, delivery, body_stored, job_id="video_late",
                                     error_code="invalid_payload", error="old rule")
     finally:
         await database.dispose()
@@ -58,7 +66,7 @@ def test_replay_all_rebuilds_rows_and_recovers_rejected_deliveries(settings, dat
     late["job_id"] = "video_late"
     asyncio.run(_add_rejected(settings, encode(late)))
 
-    result = run_cli("replay", "--all", env={"RECEIVER_DATABASE_URL": database_url},
+    result = run_cli("replay", "--all", env=_env(database_url),
                      cwd=tmp_path)
     assert "renormalized=2" in result.stdout
     assert "recovered_stored=1" in result.stdout
@@ -79,14 +87,14 @@ async def test_replayed_job_payload_equals_the_delivery(settings, database_url, 
     await _deliver_examples(settings)
     await _damage_rows(settings)
     await asyncio.to_thread(run_cli, "replay", "--job", "video_12345",
-                            env={"RECEIVER_DATABASE_URL": database_url}, cwd=tmp_path)
+                            env=_env(database_url), cwd=tmp_path)
     async with serve_in_process(settings) as client:
         payload = await client.get("/v1/jobs/video_12345/payload", headers=bearer(read_token))
     assert payload.json() == example("video_finished.json")
 
 
 def test_replay_of_an_unknown_job_says_so(settings, database_url, tmp_path):
-    result = run_cli("replay", "--job", "nope", env={"RECEIVER_DATABASE_URL": database_url},
+    result = run_cli("replay", "--job", "nope", env=_env(database_url),
                      cwd=tmp_path, check=False)
     assert result.returncode == 2
     assert "no stored delivery for job 'nope'" in result.stderr

@@ -7,14 +7,12 @@ import uuid
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from service import models
 from tests.conftest import bearer
-from tests.support.db import fetch_all
+from tests.support.db import stored_bodies
 from tests.support.signing import encode, example, signed_headers
 
 pytestmark = pytest.mark.anyio
@@ -77,8 +75,7 @@ async def test_unknown_fields_are_dropped_from_payload_but_kept_in_the_raw_deliv
     document["items"][0]["result"]["tags"][0]["colour"] = "orange"
     rebuilt = await deliver_and_read_back(client, read_token, document)
     assert_json_equal(rebuilt, example("image_batch_finished.json"))
-    bodies = await fetch_all(settings, sa.select(models.delivery_bodies.c.body))
-    assert bodies[0].body == encode(document)
+    assert await stored_bodies(settings) == [encode(document)]
 
 
 async def test_payload_of_an_unknown_job_is_404(client, read_token):

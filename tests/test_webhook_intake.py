@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from service import models
 from tests.conftest import bearer
-from tests.support.db import fetch_all, table_counts
+from tests.support.db import fetch_all, stored_bodies, table_counts
 from tests.support.signing import SECRET, encode, example, signature, signed_headers
 
 pytestmark = pytest.mark.anyio
@@ -202,8 +202,7 @@ async def test_raw_bytes_of_each_delivery_are_kept_once_per_distinct_body(client
     body = encode(video())
     await post(client, body)
     await post(client, body)
-    bodies = await fetch_all(settings, sa.select(models.delivery_bodies.c.body))
-    assert [r.body for r in bodies] == [body]
+    assert await stored_bodies(settings) == [body]
     deliveries = await fetch_all(settings, sa.select(models.deliveries).order_by(
         models.deliveries.c.id))
     assert [d.outcome for d in deliveries] == ["stored", "duplicate"]
@@ -253,8 +252,7 @@ async def test_malformed_signed_body_gets_4xx_and_is_kept_as_rejected(client, se
     assert deliveries[0].outcome == "rejected"
     assert deliveries[0].error_code == code
     assert deliveries[0].id == document["details"]["delivery_id"]
-    bodies = await fetch_all(settings, sa.select(models.delivery_bodies.c.body))
-    assert [r.body for r in bodies] == [body]
+    assert await stored_bodies(settings) == [body]
     assert (await table_counts(settings))["jobs"] == 0
 
 

@@ -150,7 +150,8 @@ def _schemas() -> dict[str, Schema]:
             scene_index=_nullable(INTEGER), start_seconds=N_NUMBER, end_seconds=N_NUMBER,
             age=N_NUMBER, gender=N_STRING,
             face_embedding=_nullable({"type": "array", "items": NUMBER}),
-            face_thumbnail=N_STRING, allowlisted=N_BOOL, relative_prominence=N_NUMBER),
+            face_thumbnail=N_STRING, allowlisted=N_BOOL, relative_prominence=N_NUMBER,
+            erased={"type": "boolean"}),
         "PersonPage": _page("Person"),
         "Tag": tag_row,
         "TagPage": _page("Tag"),
@@ -207,8 +208,14 @@ def _json(schema: str, description: str = "OK") -> Schema:
             "content": {"application/json": {"schema": _ref(schema)}}}
 
 
+WITHHELD = {"Withheld-Biometrics": {
+    "description": "what a drop policy or an erasure left out, e.g. "
+                   "fields=face_embedding; erased_persons=0/2 (absent when nothing was)",
+    "schema": {"type": "string"}}}
+
+
 def _operation(summary: str, ok: dict[str, Schema], *parameters: Schema, admin: bool = False,
-               not_found: bool = False, tag: str = "query") -> Schema:
+               not_found: bool = False, tag: str = "query", sealed: bool = False) -> Schema:
     responses: dict[str, Schema] = {
         **ok,
         "401": _error("missing, unknown or revoked bearer token"),
@@ -219,6 +226,9 @@ def _operation(summary: str, ok: dict[str, Schema], *parameters: Schema, admin: 
         responses["403"] = _error("the token's scope is read, the route needs admin")
     if not_found:
         responses["404"] = _error("no such job or delivery")
+    if sealed:
+        responses["409"] = _error("encrypted under a master key that is not configured "
+                                  "(key_unavailable); details.key_id names it")
     return {"summary": summary, "tags": [tag], "parameters": list(parameters),
             "security": [{"bearer": []}], "responses": responses}
 
@@ -277,9 +287,11 @@ def _paths() -> dict[str, Schema]:
         },
         "/v1/jobs/{job_id}/payload": {"get": _operation(
             "The result rebuilt from the normalized tables, in the upstream's shape",
-            {"200": _json("Payload")}, JOB_ID, not_found=True)},
+            {"200": {**_json("Payload"), "headers": WITHHELD}}, JOB_ID, not_found=True,
+            sealed=True)},
         **{f"/v1/jobs/{{job_id}}/{name}": {"get": _operation(
-            f"A job's {name}", {"200": _json(schema)}, JOB_ID, LIMIT, CURSOR, not_found=True)}
+            f"A job's {name}", {"200": _json(schema)}, JOB_ID, LIMIT, CURSOR, not_found=True,
+            sealed=name == "persons")}
            for name, schema in entity_schemas.items()},
         "/v1/search/ocr": {"get": _operation(
             "OCR text across all jobs, in relevance order", {"200": _json("OcrHitPage")},
@@ -314,10 +326,10 @@ def _paths() -> dict[str, Schema]:
             not_found=True, tag="deliveries")},
         "/v1/deliveries/{delivery_id}/raw": {"get": _operation(
             "The exact bytes received (each read is recorded in the audit log)",
-            {"200": {"description": "the raw body",
+            {"200": {"description": "the raw body", "headers": WITHHELD,
                      "content": {"application/octet-stream": {
                          "schema": {"type": "string", "format": "binary"}}}}},
-            DELIVERY_ID, admin=True, not_found=True, tag="deliveries")},
+            DELIVERY_ID, admin=True, not_found=True, tag="deliveries", sealed=True)},
         "/v1/audit": {"get": _operation(
             "The audit log (erasures, purges, key rotations, policy changes, raw reads), "
             "newest first", {"200": _json("AuditPage")},
