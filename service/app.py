@@ -30,7 +30,9 @@ from service.metrics import Metrics, metrics_endpoint
 from service.middleware import KeepJobIdWhole, RequestObserver
 from service.migrations import head_revision
 from service.privacy.protect import Protector
+from service.privacy.retention import Retention
 from service.privacy.reveal import KeyUnavailable
+from service.privacy.scheduler import RetentionScheduler
 from service.signatures import SignatureVerifier
 from service.webhooks import AnalysisWebhook
 
@@ -89,6 +91,11 @@ def create_app(settings: Settings) -> Starlette:
         log.info("service.started", database=redact_url(settings.database_url),
                  secret_count=len(settings.webhook_secrets), allow_unsigned=settings.allow_unsigned,
                  root_path=settings.root_path or None)
+        retention = Retention.from_settings(settings)
+        scheduler = None
+        if retention.active:
+            scheduler = RetentionScheduler(database, settings.encryption_keys, retention)
+            scheduler.start()
         try:
             yield {
                 "settings": settings,
@@ -102,6 +109,8 @@ def create_app(settings: Settings) -> Starlette:
                 "keyring": settings.encryption_keys,
             }
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
             await database.dispose()
             metrics.process_exited()
             log.info("service.stopped")

@@ -1,7 +1,7 @@
 """The ``results-receiver`` command line.
 
 serve, migrate, tokens (create/list/revoke), secret generate, keys generate, send-test,
-replay. Errors a user can fix are printed as one clear line and exit with status 2; nothing
+replay, purge. Errors a user can fix are printed as one clear line and exit with status 2; nothing
 prints a secret except ``secret generate``, ``keys generate`` and ``tokens create``, whose whole
 purpose is to show one once.
 """
@@ -308,6 +308,38 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- purge -----------------------------------------------------------------------------------
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from service.db import Database
+    from service.models import utcnow
+    from service.privacy import audit
+    from service.privacy.retention import Retention, purge
+
+    settings = _settings()
+    configure_logging(settings.log_format, "warning")
+    retention = Retention.from_settings(settings)
+    if not retention.active:
+        raise UsageError(f"no retention is configured: set {PREFIX}RETAIN_JOBS_DAYS and/or "
+                         f"{PREFIX}RETAIN_BIOMETRICS_DAYS")
+    ensure_schema(settings)
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    async def run() -> str:
+        database = Database.from_settings(settings)
+        try:
+            report = await purge(database, settings.encryption_keys, retention, now=utcnow(),
+                                 token_name=audit.CLI, dry_run=args.dry_run, progress=progress)
+        finally:
+            await database.dispose()
+        return report.summary()
+
+    print(asyncio.run(run()))
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--job", default=None, help="one job id")
     which.add_argument("--all", action="store_true", help="every job")
     replay.set_defaults(handler=cmd_replay)
+
+    purge = commands.add_parser(
+        "purge", help=f"apply {PREFIX}RETAIN_JOBS_DAYS and {PREFIX}RETAIN_BIOMETRICS_DAYS now")
+    purge.add_argument("--dry-run", action="store_true",
+                       help="print what would be deleted or erased; change nothing")
+    purge.set_defaults(handler=cmd_purge)
     return parser
 
 

@@ -233,6 +233,23 @@ def _operation(summary: str, ok: dict[str, Schema], *parameters: Schema, admin: 
             "security": [{"bearer": []}], "responses": responses}
 
 
+def _erase_person() -> Schema:
+    operation = _operation(
+        "Erase one face observation's embedding, thumbnail, age and gender, from its row and "
+        "from every raw body of the job (recorded in the audit log; again: 204, no record)",
+        {"204": {"description": "erased (or already erased)"}}, JOB_ID,
+        _param("item_index", "path", {"type": "integer", "minimum": 0},
+               "the media item (0 for a video)"),
+        _param("person_index", "path", {"type": "integer", "minimum": 0},
+               "the person within the item (a video's persons count across its scenes)"),
+        admin=True, not_found=True, tag="privacy")
+    operation["responses"]["404"] = _error("no such job or person")
+    operation["responses"]["409"] = _error(
+        "a raw body of the job is encrypted under a key that is not configured "
+        "(key_unavailable; details.key_id names it); nothing was erased")
+    return operation
+
+
 def _paths() -> dict[str, Schema]:
     entity_schemas = {"scenes": "ScenePage", "activity": "ActivityPage",
                       "sections": "SectionPage", "ocr": "OcrPage", "persons": "PersonPage",
@@ -293,6 +310,7 @@ def _paths() -> dict[str, Schema]:
             f"A job's {name}", {"200": _json(schema)}, JOB_ID, LIMIT, CURSOR, not_found=True,
             sealed=name == "persons")}
            for name, schema in entity_schemas.items()},
+        "/v1/jobs/{job_id}/persons/{item_index}/{person_index}": {"delete": _erase_person()},
         "/v1/search/ocr": {"get": _operation(
             "OCR text across all jobs, in relevance order", {"200": _json("OcrHitPage")},
             _param("q", "query", {"type": "string", "minLength": 1, "maxLength": 200},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from service.api import audit, catalog, deliveries, jobs
+from service.api import audit, catalog, deliveries, jobs, persons
 
 
 def api_routes() -> list[Route]:
@@ -21,6 +21,8 @@ def api_routes() -> list[Route]:
         Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"]),
         Route("/v1/jobs/{job_id}/payload", jobs.get_payload, methods=["GET"]),
         *entity_routes,
+        Route("/v1/jobs/{job_id}/persons/{item_index}/{person_index}", persons.erase_person,
+              methods=["DELETE"]),
         Route("/v1/search/ocr", catalog.search_ocr, methods=["GET"]),
         Route("/v1/sections", catalog.list_sections, methods=["GET"]),
         Route("/v1/tags", catalog.list_tags, methods=["GET"]),

@@ -1,0 +1,154 @@
+"""The in-process retention scheduler: the purge of :mod:`service.privacy.retention`, hourly,
+as an asyncio task of the service (started by the app's lifespan when a retention setting is
+set), recorded in the audit log as ``system``.
+
+On PostgreSQL, of all the replicas and workers sharing the database, only the leader purges:
+the one holding a session advisory lock (``pg_try_advisory_lock``) on a dedicated connection of
+its own, kept open while it leads; the others try again at their next run. Losing the
+connection loses the lock, and another process takes over. On SQLite (one box) every process
+runs it; a purge is idempotent.
+
+It never holds up intake: small batches, each a short transaction, and the task yields between
+them. Cancelling the task (shutdown) stops it between two statements of a batch, which then
+rolls back; the lock's connection is closed. Clock and sleep are injectable for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from datetime import datetime
+
+import asyncpg
+import structlog
+
+from service import models
+from service.db import Database, _asyncpg_dsn
+from service.privacy import audit
+from service.privacy.keys import Keyring
+from service.privacy.retention import PurgeReport, Retention, purge
+
+log = structlog.get_logger("service.privacy.scheduler")
+
+LOCK_KEY = 0x7272_7075_7267_6501
+"""The advisory lock id of the retention leader (a constant of this service)."""
+INTERVAL_SECONDS = 3600.0
+FIRST_RUN_SECONDS = 60.0
+BATCH_SIZE = 20
+TASK_NAME = "retention-scheduler"
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class PostgresLeader:
+    """Leadership as a session advisory lock held on a dedicated connection."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
+
+    async def acquire(self) -> bool:
+        """Whether this process leads now: still holding the lock, or just took it."""
+        if self._conn is not None:
+            try:
+                await self._conn.fetchval("SELECT 1", timeout=5)
+                return True
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                self._drop()  # the session is gone, and the lock with it
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._dsn, timeout=5,
+            server_settings={"application_name": "results-receiver-retention"})
+        try:
+            taken: bool = await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY,
+                                              timeout=5)
+        except BaseException:
+            conn.terminate()
+            raise
+        if not taken:
+            await conn.close()
+            return False
+        self._conn = conn
+        log.info("retention.leader")
+        return True
+
+    async def release(self) -> None:
+        """Ends the session, which releases the lock."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), timeout=5)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                conn.terminate()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+
+class RetentionScheduler:
+    """Runs the purge every ``interval`` seconds, the first time ``first_run`` seconds after
+    :meth:`start`; :meth:`stop` cancels it and gives up leadership."""
+
+    def __init__(self, database: Database, keyring: Keyring | None, retention: Retention, *,
+                 clock: Clock = models.utcnow, sleep: Sleep = asyncio.sleep,
+                 interval: float = INTERVAL_SECONDS, first_run: float = FIRST_RUN_SECONDS,
+                 batch_size: int = BATCH_SIZE) -> None:
+        self._database = database
+        self._keyring = keyring
+        self._retention = retention
+        self._clock = clock
+        self._sleep = sleep
+        self._interval = interval
+        self._first_run = first_run
+        self._batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self.leader = (PostgresLeader(_asyncpg_dsn(database.engine.url))
+                       if database.dialect == "postgresql" else None)
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=TASK_NAME)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        if self.leader is not None:
+            await self.leader.release()
+
+    async def run_once(self) -> PurgeReport | None:
+        """One purge now, if this process leads; None when another one does."""
+        if self.leader is not None and not await self.leader.acquire():
+            log.debug("retention.not_leader")
+            return None
+        report = await purge(self._database, self._keyring, self._retention,
+                             now=self._clock(), token_name=audit.SYSTEM,
+                             batch_size=self._batch_size)
+        if report.jobs_deleted or report.persons_erased or report.skipped_jobs:
+            log.info("retention.purged", jobs_deleted=report.jobs_deleted,
+                     persons_erased=report.persons_erased, batches=report.batches,
+                     skipped_jobs=len(report.skipped_jobs))
+        return report
+
+    async def _loop(self) -> None:
+        await self._sleep(self._first_run)
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:  # the next run tries again; the service goes on
+                log.error("retention.failed", error_type=type(exc).__name__,
+                          error_detail=str(exc).split("\n", 1)[0][:300])
+            await self._sleep(self._interval)
