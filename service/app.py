@@ -33,6 +33,7 @@ from service.privacy.protect import Protector
 from service.privacy.retention import Retention
 from service.privacy.reveal import KeyUnavailable
 from service.privacy.scheduler import RetentionScheduler
+from service.privacy.startup import check_at_start
 from service.signatures import SignatureVerifier
 from service.webhooks import AnalysisWebhook
 
@@ -88,6 +89,11 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
         database = Database.from_settings(settings)
+        try:
+            await check_at_start(database, settings.biometric_policy, settings.encryption_keys)
+        except BaseException:
+            await database.dispose()
+            raise
         log.info("service.started", database=redact_url(settings.database_url),
                  secret_count=len(settings.webhook_secrets), allow_unsigned=settings.allow_unsigned,
                  root_path=settings.root_path or None)

@@ -1,9 +1,9 @@
 """The ``results-receiver`` command line.
 
-serve, migrate, tokens (create/list/revoke), secret generate, keys generate, send-test,
-replay, purge. Errors a user can fix are printed as one clear line and exit with status 2; nothing
-prints a secret except ``secret generate``, ``keys generate`` and ``tokens create``, whose whole
-purpose is to show one once.
+serve, migrate, tokens (create/list/revoke), secret generate, keys (generate/rotate),
+privacy apply, send-test, replay, purge. Errors a user can fix are printed as one clear line
+and exit with status 2; nothing prints a secret except ``secret generate``, ``keys generate``
+and ``tokens create``, whose whole purpose is to show one once.
 """
 
 from __future__ import annotations
@@ -227,7 +227,80 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if args.keys_command == "generate":
         print(privacy_keys.generate_key_line())
         return 0
+    if args.keys_command == "rotate":
+        return cmd_keys_rotate(args)
     raise UsageError(f"unknown keys action {args.keys_command!r}")
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from service.db import Database
+    from service.privacy.rotation import KeysNotRotated, rotate
+
+    settings = _settings()
+    configure_logging(settings.log_format, "warning")
+    keyring = settings.encryption_keys
+    if keyring is None:
+        raise UsageError(f"no encryption key is configured: set {PREFIX}ENCRYPTION_KEYS to the "
+                         "new key first, followed by the old ones")
+    ensure_schema(settings)
+
+    def progress(done: int, total: int) -> None:
+        print(f"[{done}/{total}] data keys re-wrapped under {keyring.current.key_id!r}",
+              file=sys.stderr)
+
+    async def run() -> int:
+        database = Database.from_settings(settings)
+        try:
+            rotation = await rotate(database, keyring, batch_size=args.batch_size,
+                                    progress=progress)
+        finally:
+            await database.dispose()
+        return rotation.rewrapped
+
+    try:
+        rewrapped = asyncio.run(run())
+    except KeysNotRotated as exc:
+        print(f"re-wrapped {exc.rotation.rewrapped} data key(s) under "
+              f"{keyring.current.key_id!r}", file=sys.stderr)
+        raise UsageError(str(exc)) from None
+    print(f"re-wrapped {rewrapped} data key(s) under {keyring.current.key_id!r}"
+          if rewrapped else f"every data key is already under {keyring.current.key_id!r}")
+    return 0
+
+
+# --- privacy ---------------------------------------------------------------------------------
+
+def cmd_privacy(args: argparse.Namespace) -> int:
+    from service.db import Database
+    from service.privacy.apply import DataNotMoved, apply_policy
+
+    settings = _settings()
+    configure_logging(settings.log_format, "warning")
+    settings.require_encryption_key()
+    ensure_schema(settings)
+
+    def progress(phase: str, done: int) -> None:
+        print(f"[{phase}] {done} moved", file=sys.stderr)
+
+    async def run() -> str:
+        # Plaintext that moves is zeroed in the SQLite file, not left in free pages.
+        database = Database.from_settings(settings, secure_delete=True)
+        try:
+            applied = await apply_policy(database, settings.biometric_policy,
+                                         settings.encryption_keys,
+                                         batch_size=args.batch_size, progress=progress)
+        finally:
+            await database.dispose()
+        return (f"persons={applied.persons} jobs_keyed={applied.jobs_keyed} "
+                f"bodies={applied.bodies}")
+
+    policy = " ".join(f"{k}={v}" for k, v in settings.biometric_policy.describe().items())
+    print(f"applying the policy {policy}", file=sys.stderr)
+    try:
+        print(asyncio.run(run()))
+    except DataNotMoved as exc:
+        raise UsageError(str(exc)) from None
+    return 0
 
 
 # --- send-test -------------------------------------------------------------------------------
@@ -342,6 +415,16 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 # --- parser ----------------------------------------------------------------------------------
 
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a positive whole number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="results-receiver",
@@ -389,7 +472,34 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands.add_parser(
         "generate", help="print a new master key as key_id:base64 (for "
                          f"{PREFIX}ENCRYPTION_KEYS)")
+    rotate = keys_commands.add_parser(
+        "rotate", help="re-wrap every data key under the current (first) master key",
+        description="Re-wraps every data key under the current (first) key of "
+                    f"{PREFIX}ENCRYPTION_KEYS, in batches, with progress on stderr. Sealed "
+                    "values and bodies are not re-encrypted: only the wrap of each data key "
+                    "changes (envelope encryption). The old keys must still be configured "
+                    "(after the new one); once it finishes, they can be removed. Interrupted, "
+                    "run it again: it continues where it stopped, and a run with nothing "
+                    "left to do changes nothing.")
+    rotate.add_argument("--batch-size", type=_positive, default=500,
+                        help="data keys per transaction (default 500)")
     keys.set_defaults(handler=cmd_keys)
+
+    privacy = commands.add_parser("privacy", help="biometric data already stored")
+    privacy_commands = privacy.add_subparsers(dest="privacy_command", required=True,
+                                              metavar="ACTION")
+    apply = privacy_commands.add_parser(
+        "apply", help="move stored data under the current biometric policy",
+        description="Moves stored persons and raw bodies under the configured policy "
+                    f"({PREFIX}STORE_THUMBNAILS, _EMBEDDINGS, _DEMOGRAPHICS): plaintext that "
+                    "the policy encrypts is sealed, fields it drops are removed, sealed "
+                    "fields it stores are decrypted back (moving back is allowed), bodies are "
+                    "compressed, sealed when any field is encrypted and redacted of dropped "
+                    "fields. In batches, with progress on stderr; interrupted, run it again: "
+                    "it continues where it stopped, and a second run changes nothing.")
+    apply.add_argument("--batch-size", type=_positive, default=500,
+                       help="jobs (persons) or bodies per transaction (default 500)")
+    privacy.set_defaults(handler=cmd_privacy)
 
     send = commands.add_parser("send-test", help="sign and POST a result like the upstream")
     send.add_argument("url", help="e.g. http://127.0.0.1:8000/webhooks/analysis")

@@ -51,6 +51,9 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=30000",
 )
+# Deleted or overwritten content is zeroed in the file, not left in free pages: on whenever
+# biometric values may be stored in plaintext (a ``store`` policy), or are being moved.
+_SECURE_DELETE = "PRAGMA secure_delete=ON"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,7 +74,8 @@ class Database:
     read (:meth:`run_read`) and an async read scope (:meth:`read`, for the command line and
     the readiness check)."""
 
-    def __init__(self, engine: AsyncEngine, dialect: Dialect, *, pool_size: int = 10) -> None:
+    def __init__(self, engine: AsyncEngine, dialect: Dialect, *, pool_size: int = 10,
+                 sqlite_pragmas: tuple[str, ...] = _SQLITE_PRAGMAS) -> None:
         self.engine = engine
         self.dialect: Dialect = dialect
         self._sqlite: SqliteStore | None = None
@@ -80,8 +84,8 @@ class Database:
         self._read_engine = engine
         if dialect == "sqlite":
             path = Path(engine.url.database or "").expanduser().resolve()
-            self._sqlite = SqliteStore(path, _SQLITE_PRAGMAS)
-            self._sqlite_readers = SqliteReaders(path, pool_size)
+            self._sqlite = SqliteStore(path, sqlite_pragmas)
+            self._sqlite_readers = SqliteReaders(path, pool_size, sqlite_pragmas)
         else:
             self._postgres = PostgresPool(_asyncpg_dsn(engine.url), size=pool_size)
             self._read_engine = engine.execution_options(
@@ -89,9 +93,12 @@ class Database:
         self._write_lock: asyncio.Lock | None = self._sqlite.thread.lock if self._sqlite else None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
-        return cls(create_engine(settings), settings.dialect,
-                   pool_size=settings.database_pool_size)
+    def from_settings(cls, settings: Settings, *, secure_delete: bool = False) -> Database:
+        """``secure_delete``: zero deleted content on SQLite even when no policy stores
+        biometric values in plaintext (for a job that moves them)."""
+        pragmas = sqlite_pragmas(settings, secure_delete=secure_delete)
+        return cls(create_engine(settings, pragmas), settings.dialect,
+                   pool_size=settings.database_pool_size, sqlite_pragmas=pragmas)
 
     async def run_read(self, fn: ReadFunction[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """``fn(conn, *args, **kwargs)`` inside one read transaction (one snapshot), rolled
@@ -154,7 +161,15 @@ class Database:
         await self.engine.dispose()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def sqlite_pragmas(settings: Settings, *, secure_delete: bool = False) -> tuple[str, ...]:
+    """The pragmas of every SQLite connection (writer thread, readers, the engine)."""
+    policy = settings.biometric_policy
+    stores = "store" in (policy.thumbnails, policy.embeddings, policy.demographics)
+    return (*_SQLITE_PRAGMAS, _SECURE_DELETE) if stores or secure_delete else _SQLITE_PRAGMAS
+
+
+def create_engine(settings: Settings,
+                  pragmas: tuple[str, ...] | None = None) -> AsyncEngine:
     url = settings.async_database_url
     if settings.dialect == "sqlite":
         ensure_sqlite_folder(url)
@@ -164,7 +179,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             max_overflow=0,
             connect_args={"timeout": 30},
         )
-        _install_sqlite_hooks(engine.sync_engine)
+        _install_sqlite_hooks(engine.sync_engine,
+                              sqlite_pragmas(settings) if pragmas is None else pragmas)
         return engine
     return create_async_engine(
         url,
@@ -194,13 +210,14 @@ class SqliteReaders:
     """Reader threads for SQLite, each with its own pysqlite connection (opened on the thread's
     first read, with the service's pragmas) that it keeps for the life of the process."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int,
+                 pragmas: tuple[str, ...] = _SQLITE_PRAGMAS) -> None:
         self._engine = sa.create_engine(
             f"sqlite:///{path}", poolclass=NullPool,
             # Each connection is used by its own thread only; it is closed from another one
             # at shutdown, once every reader thread has finished.
             connect_args={"timeout": 30, "check_same_thread": False})
-        _install_sqlite_hooks(self._engine)
+        _install_sqlite_hooks(self._engine, pragmas)
         self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="sqlite-reader")
         self._local = threading.local()
         self._connections: list[sa.Connection] = []
@@ -237,13 +254,13 @@ class SqliteReaders:
         self._engine.dispose()
 
 
-def _install_sqlite_hooks(engine: sa.Engine) -> None:
+def _install_sqlite_hooks(engine: sa.Engine, pragmas: tuple[str, ...]) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Take transaction control from the driver: we emit BEGIN ourselves (below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in _SQLITE_PRAGMAS:
+        for pragma in pragmas:
             cursor.execute(pragma)
         cursor.close()
 

@@ -384,6 +384,16 @@ class AuditRecord(SQLModel, table=True):
     details: str = Field(sa_type=sa.Text)
 
 
+class PrivacyState(SQLModel, table=True):
+    """Small named values the service keeps about its privacy settings, e.g. the biometric
+    policy it last started with (see :mod:`service.privacy.startup`)."""
+
+    __tablename__ = "privacy_state"
+
+    name: str = Field(primary_key=True, sa_type=sa.String(64))
+    value: str = Field(sa_type=sa.Text)
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The Core table behind a model, for bulk statements."""
     table = getattr(model, "__table__", None)
@@ -398,6 +408,7 @@ delivery_bodies = table_of(DeliveryBody)
 data_keys = table_of(DataKey)
 api_tokens = table_of(ApiToken)
 audit_log = table_of(AuditRecord)
+privacy_state = table_of(PrivacyState)
 
 ENTITY_TABLES: tuple[sa.Table, ...] = tuple(
     table_of(model)
