@@ -96,6 +96,16 @@ def ensure_encryption_key(settings: Settings) -> Settings:
     if settings.encryption_keys is not None or not settings.biometric_policy.needs_key:
         return settings
     path = settings.key_file
+    in_use = _key_ids_in_use(settings)
+    if in_use:
+        # A new key would open none of it: the keys are missing here (another replica's
+        # folder, a lost file), and every sealed read would be a 409.
+        listed = ", ".join(f"{key_id} ({count} data keys)" for key_id, count in in_use.items())
+        raise UsageError(
+            f"no {PREFIX}ENCRYPTION_KEYS is set and {path} does not exist, but the database "
+            f"holds data encrypted under: {listed}. Set {PREFIX}ENCRYPTION_KEYS to those keys "
+            "(the other replicas' setting, or the key file of the first start) instead of "
+            "letting serve create a new key that cannot read it")
     try:
         created = privacy_keys.create_key_file(path)
     except OSError as exc:
@@ -111,6 +121,21 @@ def ensure_encryption_key(settings: Settings) -> Settings:
             file=sys.stderr,
         )
     return settings.with_key_file()
+
+
+def _key_ids_in_use(settings: Settings) -> dict[str, int]:
+    """Master key ids that the database's data keys are wrapped under, with their counts."""
+    from service.db import Database
+    from service.privacy.startup import check_keys
+
+    async def read() -> dict[str, int]:
+        database = Database.from_settings(settings)
+        try:
+            return dict(await check_keys(database, None))
+        finally:
+            await database.dispose()
+
+    return asyncio.run(read())
 
 
 def prepare_metrics_folder() -> None:

@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from service import ingest, models, payloads
 from service.config import Settings
 from service.db import Database
+from service.privacy import redact
 from service.privacy.keys import Keyring
 from service.privacy.protect import Protector
-from service.privacy.reveal import Revealer
+from service.privacy.reveal import RevealedBody, Revealer
 
 Progress = Callable[[int, int, str | None, str], None]
 
@@ -71,32 +72,36 @@ async def _replay(database: Database, protector: Protector, keyring: Keyring | N
 
 
 async def _load(database: Database, keyring: Keyring | None,
-                delivery_id: int) -> tuple[bytes | None, str, str | None]:
-    """The delivery's body as received (or as a policy redacted it; None when its data key
-    was destroyed), its signature scheme and job id."""
+                delivery_id: int) -> tuple[RevealedBody | None, str, str | None]:
+    """The delivery's body as received (or as a policy or an erasure redacted it; None when
+    its data key was destroyed), its signature scheme and job id."""
 
-    def load(conn: sa.Connection) -> tuple[bytes | None, str, str | None]:
+    def load(conn: sa.Connection) -> tuple[RevealedBody | None, str, str | None]:
         row = conn.execute(
             sa.select(_bodies, _deliveries.c.signature_scheme, _deliveries.c.job_id)
             .join(_bodies, _bodies.c.sha256 == _deliveries.c.body_sha256)
             .where(_deliveries.c.id == delivery_id)).one()
-        body = Revealer(keyring).body(conn, row)
-        return (None if body is None else body.data), row.signature_scheme, row.job_id
+        return Revealer(keyring).body(conn, row), row.signature_scheme, row.job_id
 
     return await database.run_read(load)
 
 
 async def _renormalize(database: Database, protector: Protector, keyring: Keyring | None,
                        delivery_id: int) -> str:
-    body, scheme, _job = await _load(database, keyring, delivery_id)
-    if body is None:
+    stored, scheme, _job = await _load(database, keyring, delivery_id)
+    if stored is None:
         return "unreadable"
-    delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
+    delivery = ingest.IncomingDelivery(body=stored.data, received_at=models.utcnow(),
                                        signature_scheme=scheme)
     try:
-        prepared = ingest.prepare(payloads.parse(body))
+        prepared = ingest.prepare(payloads.parse(stored.data))
     except payloads.PayloadError:
         return "unparseable"
+    # Persons erased before stay marked so (their fields are already gone from the body).
+    erased = redact.erased_persons(stored.withheld)
+    for person in prepared.rows.get("persons", ()):
+        if (person["item_index"], person["person_index"]) in erased:
+            person["erased"] = True
     protector.protect(prepared, delivery)
     writer = database.writer()
     async with writer.transaction():
@@ -109,9 +114,10 @@ async def _renormalize(database: Database, protector: Protector, keyring: Keyrin
 
 async def _retry_rejected(database: Database, protector: Protector, keyring: Keyring | None,
                           delivery_id: int) -> tuple[str, str | None]:
-    body, scheme, job_id = await _load(database, keyring, delivery_id)
-    if body is None:
+    stored, scheme, job_id = await _load(database, keyring, delivery_id)
+    if stored is None:
         return "unreadable", job_id
+    body = stored.data
     delivery = ingest.IncomingDelivery(body=body, received_at=models.utcnow(),
                                        signature_scheme=f"replay:{scheme}"[:32])
     try:
@@ -119,5 +125,5 @@ async def _retry_rejected(database: Database, protector: Protector, keyring: Key
     except payloads.PayloadError:
         return "still_rejected", job_id
     protector.protect(prepared, delivery)
-    stored = await ingest.store(database.writer(), prepared, delivery)
-    return f"recovered_{stored.outcome}", prepared.job_id
+    result = await ingest.store(database.writer(), prepared, delivery)
+    return f"recovered_{result.outcome}", prepared.job_id

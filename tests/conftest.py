@@ -20,7 +20,9 @@ import pytest
 
 from service.app import create_app
 from service.config import Settings
+from service.logging import configure_logging
 from service.migrations import upgrade
+from tests.support import log_scan
 from tests.support.keys import TEST_KEYRING
 from tests.support.postgres import (
     PostgresCluster,
@@ -36,6 +38,29 @@ TEMPLATE_DB = "rr_template"
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _suite_log() -> None:
+    """Everything the service logs in-process goes to the session's log file, scanned for
+    biometric values when the run ends (tests that capture logs themselves redirect them for
+    their duration)."""
+    configure_logging("json", "debug", log_scan.suite_log_stream())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus != 0 or session.testscollected == 0:
+        return
+    lines, found = log_scan.scan_everything()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if found:
+        message = (f"biometric values in the logs ({len(found)} of {lines} lines):\n"
+                   + "\n".join(found[:20]))
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter is not None:
+        reporter.write_line(f"log scan: {lines} log lines, no biometric value")
 
 
 @pytest.fixture(scope="session")

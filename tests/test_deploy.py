@@ -46,7 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
 from tests.conftest import bearer, create_token
-from tests.support.keys import TEST_KEYRING
+from tests.support.keys import TEST_KEY_LINE, TEST_KEYRING
 from tests.support.postgres import free_port
 from tests.support.server import BIN, Server, run_cli, serve
 from tests.support.signing import SECRET, encode, example, signed_headers
@@ -434,6 +434,7 @@ def run_nginx(nginx: Nginx) -> Iterator[Nginx]:
 
 def replica_env(database_url: str) -> dict[str, str]:
     return {"RECEIVER_DATABASE_URL": database_url, "RECEIVER_WEBHOOK_SECRETS": SECRET,
+            "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE,
             "RECEIVER_MAX_BODY_BYTES": str(LIMIT_BYTES), "RECEIVER_DATABASE_POOL_SIZE": "4"}
 
 

@@ -34,7 +34,7 @@ from service.api.openapi import build_spec
 from service.app import create_app
 from service.config import Settings
 from tests.conftest import bearer, create_token, serve_in_process
-from tests.support.keys import TEST_KEYRING
+from tests.support.keys import TEST_KEY_LINE, TEST_KEYRING
 from tests.support.server import serve
 from tests.support.signing import EXAMPLES, SECRET, encode, signed_headers
 
@@ -228,7 +228,7 @@ def test_live_service_conforms_to_its_openapi_document(database_url, settings, t
     wrongly signed requests must get the documented 401)."""
     token = anyio.run(lambda: create_token(settings, name="schemathesis", scope="admin"))
     env = {"RECEIVER_DATABASE_URL": database_url, "RECEIVER_WEBHOOK_SECRETS": SECRET,
-           "RECEIVER_LOG_LEVEL": "error"}
+           "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "error"}
     with serve(cwd=tmp_path, env=env) as server:
         delivery_ids = _seed(server.url)
         schema = schemathesis.openapi.from_url(server.url + "/openapi.json")

@@ -237,3 +237,24 @@ async def test_deliveries_of_other_jobs_keep_arriving_while_persons_are_erased(
     assert sorted(r.erased for r in rows if r.job_id == job_id) == [True] * 12
     assert not any(r.erased for r in rows if r.job_id != job_id)
     assert len({r.job_id for r in rows}) == 1 + len(others)
+
+
+async def test_replay_after_an_erasure_keeps_the_person_erased(settings: Settings) -> None:
+    from service.replay import replay
+
+    job_id = f"video_{uuid.uuid4().hex[:8]}"
+    admin = await create_token(settings, name="dpo", scope="admin")
+    async with serve_in_process(settings) as client:
+        await deliver(client, video_with_faces(job_id))
+        erased = await client.delete(f"/v1/jobs/{job_id}/persons/0/0", headers=bearer(admin))
+        assert erased.status_code == 204
+    summary = await replay(settings, job_id=job_id, progress=lambda *_: None)
+    assert summary == {"renormalized": 1}
+    async with serve_in_process(settings) as client:
+        persons = (await client.get(f"/v1/jobs/{job_id}/persons",
+                                    headers=bearer(admin))).json()["data"]
+        payload = await client.get(f"/v1/jobs/{job_id}/payload", headers=bearer(admin))
+    assert [p["erased"] for p in persons] == [True, False]
+    assert persons[0]["face_embedding"] is None
+    assert "erased_persons=0/0" in payload.headers["withheld-biometrics"]
+    assert traces_of_the_face(await every_value(settings)) == []

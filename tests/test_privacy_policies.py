@@ -7,6 +7,7 @@ import base64
 import os
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,15 +22,15 @@ from service.privacy.keys import parse_keys
 from service.privacy.policy import BiometricPolicy
 from service.vectors import pack_doubles
 from tests.conftest import bearer, create_token, serve_in_process
+from tests.support.biometrics import EMBEDDING, THUMBNAIL
 from tests.support.db import fetch_all
-from tests.support.signing import encode, signed_headers
+from tests.support.server import run_cli
+from tests.support.signing import SECRET, encode, signed_headers
 from tests.test_round_trip import assert_json_equal, without_nulls
 
 pytestmark = pytest.mark.anyio
 
 persons_table = models.table_of(models.Person)
-EMBEDDING = [0.1234567891, -0.9876543219, 0.5555555551]
-THUMBNAIL = base64.b64encode(b"\xff\xd8\xff\xe0 a face thumbnail " + os.urandom(24)).decode()
 
 
 def video_with_faces(job_id: str) -> dict[str, Any]:
@@ -203,3 +204,16 @@ async def test_data_under_an_unknown_key_id_is_a_409_naming_the_key_id(
     assert "test-key" in payload.json()["error"]
     assert persons.status_code == 409
     assert summary.status_code == 200  # nothing sealed in a summary
+
+
+async def test_serve_refuses_to_create_a_new_key_over_data_sealed_under_a_missing_one(
+        settings: Settings, tmp_path: Path) -> None:
+    async with serve_in_process(settings) as client:
+        await deliver(client, video_with_faces(f"video_{uuid.uuid4().hex[:8]}"))
+    # Another replica's folder (or a lost key file): no key configured, none on disk.
+    result = run_cli("serve", "--port", "1", check=False, cwd=tmp_path, env={
+        "RECEIVER_DATABASE_URL": settings.database_url, "RECEIVER_WEBHOOK_SECRETS": SECRET})
+    assert result.returncode == 2, result.stderr
+    assert "test-key (1 data keys)" in result.stderr
+    assert "RECEIVER_ENCRYPTION_KEYS" in result.stderr
+    assert not (tmp_path / "data" / "encryption-keys").exists()

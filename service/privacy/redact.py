@@ -69,6 +69,13 @@ def describe(previous: str | None, *, fields: Sequence[str],
     return _encode(state).decode("ascii")
 
 
+def erased_persons(withheld: str | None) -> set[PersonKey]:
+    """The persons a ``withheld`` document says were erased."""
+    if not withheld:
+        return set()
+    return {(item, person) for item, person in _decode(withheld).get("erased_persons", ())}
+
+
 def summary(withheld: str | None) -> str | None:
     """A one-line header value saying what a stored body or a rebuilt payload lacks."""
     if not withheld:

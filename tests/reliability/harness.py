@@ -31,7 +31,7 @@ from service.db import Database
 from tests.conftest import bearer, create_token
 from tests.reliability.sender import Delivery
 from tests.reliability.workload import ENTITY_TABLES, Document, expected_counts
-from tests.support.keys import TEST_KEYRING
+from tests.support.keys import TEST_KEY_LINE, TEST_KEYRING
 from tests.support.postgres import free_port
 from tests.support.server import Server, serve
 from tests.support.signing import SECRET
@@ -41,7 +41,7 @@ from tests.support.signing import SECRET
 
 def service_env(database_url: str, **extra: str) -> dict[str, str]:
     return {"RECEIVER_DATABASE_URL": database_url, "RECEIVER_WEBHOOK_SECRETS": SECRET,
-            "RECEIVER_LOG_LEVEL": "warning", **extra}
+            "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "warning", **extra}
 
 
 class ServiceRunner:

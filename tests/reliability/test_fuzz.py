@@ -50,6 +50,7 @@ from service.config import database_dialect
 from tests.reliability.results import record
 from tests.reliability.scale import SCALE
 from tests.support.db import ALL_TABLES
+from tests.support.keys import TEST_KEY_LINE
 from tests.support.server import serve
 from tests.support.signing import EXAMPLES, SECRET, encode, example, signature
 
@@ -552,6 +553,7 @@ def test_fuzzed_deliveries_get_only_documented_answers_and_unauthenticated_ones_
         database_url: str, tmp_path: Path) -> None:
     database = database_dialect(database_url)
     env = {"RECEIVER_DATABASE_URL": database_url, "RECEIVER_WEBHOOK_SECRETS": SECRET,
+           "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE,
            "RECEIVER_MAX_BODY_BYTES": str(MAX_BODY_BYTES), "RECEIVER_LOG_LEVEL": "error"}
     tally = Tally()
     failure: str | None = None

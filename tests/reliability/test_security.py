@@ -51,6 +51,7 @@ from tests.conftest import bearer, create_token
 from tests.reliability.results import record
 from tests.reliability.scale import SCALE
 from tests.support.db import fetch_all
+from tests.support.keys import TEST_KEY_LINE
 from tests.support.server import Server, run_cli, serve
 from tests.support.signing import SECRET, encode, example, signature, signed_headers
 
@@ -647,7 +648,7 @@ def live_server(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
     token = run_cli("tokens", "create", "--name", "live", "--scope", "read",
                     env={"RECEIVER_DATABASE_URL": url}).stdout.splitlines()[0].strip()
     env = {"RECEIVER_DATABASE_URL": url, "RECEIVER_WEBHOOK_SECRETS": SECRET,
-           "RECEIVER_LOG_LEVEL": "warning"}
+           "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "warning"}
     with serve(cwd=folder, env=env) as server:
         yield server, url, token
 

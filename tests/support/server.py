@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import log_scan
 from tests.support.postgres import free_port
 
 BIN = Path(sys.executable).parent / "results-receiver"
@@ -40,6 +41,7 @@ class Server:
         self.process = process
         self.port = port
         self.log = log
+        log_scan.register(log)
 
     @property
     def url(self) -> str:
