@@ -87,7 +87,7 @@ class Database:
             self._sqlite = SqliteStore(path, sqlite_pragmas)
             self._sqlite_readers = SqliteReaders(path, pool_size, sqlite_pragmas)
         else:
-            self._postgres = PostgresPool(_asyncpg_dsn(engine.url), size=pool_size)
+            self._postgres = PostgresPool(asyncpg_dsn(engine.url), size=pool_size)
             self._read_engine = engine.execution_options(
                 isolation_level="REPEATABLE READ", postgresql_readonly=True)
         self._write_lock: asyncio.Lock | None = self._sqlite.thread.lock if self._sqlite else None
@@ -195,7 +195,7 @@ def create_engine(settings: Settings,
     )
 
 
-def _asyncpg_dsn(url: sa.URL) -> str:
+def asyncpg_dsn(url: sa.URL) -> str:
     """The libpq-style URL asyncpg takes, from the engine's (``postgresql+asyncpg://``)."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 
 import msgspec
 import sqlalchemy as sa
-import zstandard
 
 from service import models
 from service.privacy.keys import Keyring
-from service.privacy.protect import _ZSTD_LEVEL, BODY_CODEC, body_aad
+from service.privacy.protect import BODY_CODEC, body_aad, body_compressor
 from service.privacy.redact import PersonKey, redact_body
 from service.privacy.reveal import Revealer
 
@@ -119,7 +118,7 @@ def _redact_bodies(conn: sa.Connection, job_id: str, wanted: set[PersonKey] | No
     shas = sa.select(_deliveries.c.body_sha256).where(_deliveries.c.job_id == job_id)
     stored = conn.execute(sa.select(_bodies).where(_bodies.c.sha256.in_(shas))
                           .order_by(_bodies.c.sha256)).all()
-    compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+    compressor = body_compressor()
     redacted_count = 0
     for row in stored:
         revealed = revealer.body(conn, row)

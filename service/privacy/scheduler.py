@@ -24,7 +24,7 @@ import asyncpg
 import structlog
 
 from service import models
-from service.db import Database, _asyncpg_dsn
+from service.db import Database, asyncpg_dsn
 from service.privacy import audit
 from service.privacy.keys import Keyring
 from service.privacy.retention import PurgeReport, Retention, purge
@@ -109,7 +109,7 @@ class RetentionScheduler:
         self._first_run = first_run
         self._batch_size = batch_size
         self._task: asyncio.Task[None] | None = None
-        self.leader = (PostgresLeader(_asyncpg_dsn(database.engine.url))
+        self.leader = (PostgresLeader(asyncpg_dsn(database.engine.url))
                        if database.dialect == "postgresql" else None)
 
     @property
