@@ -24,6 +24,7 @@ from pathlib import Path
 
 import asyncpg
 import structlog
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import db_errors, signatures
@@ -124,9 +125,16 @@ def ensure_encryption_key(settings: Settings) -> Settings:
 
 
 def _key_ids_in_use(settings: Settings) -> dict[str, int]:
-    """Master key ids that the database's data keys are wrapped under, with their counts."""
-    from service.db import Database
+    """Master key ids that the database's data keys are wrapped under, with their counts
+    (none when there is no database yet, or no schema)."""
+
+    from service.db import UNAVAILABLE_ERRORS, Database
     from service.privacy.startup import check_keys
+
+    if settings.dialect == "sqlite":
+        database_file = make_url(settings.database_url).database
+        if not database_file or not Path(database_file).is_file():
+            return {}
 
     async def read() -> dict[str, int]:
         database = Database.from_settings(settings)
@@ -135,7 +143,10 @@ def _key_ids_in_use(settings: Settings) -> dict[str, int]:
         finally:
             await database.dispose()
 
-    return asyncio.run(read())
+    try:
+        return asyncio.run(read())
+    except UNAVAILABLE_ERRORS:
+        return {}
 
 
 def prepare_metrics_folder() -> None:
