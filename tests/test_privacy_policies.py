@@ -3,6 +3,7 @@ SQLite and PostgreSQL; crypto-shredding on job deletion; unknown and wrong keys.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
@@ -24,6 +25,7 @@ from service.vectors import pack_doubles
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.biometrics import EMBEDDING, THUMBNAIL
 from tests.support.db import fetch_all
+from tests.support.db import stored_bodies as stored_bodies_as_received
 from tests.support.server import run_cli
 from tests.support.signing import SECRET, encode, signed_headers
 from tests.test_round_trip import assert_json_equal, without_nulls
@@ -217,3 +219,19 @@ async def test_serve_refuses_to_create_a_new_key_over_data_sealed_under_a_missin
     assert "test-key (1 data keys)" in result.stderr
     assert "RECEIVER_ENCRYPTION_KEYS" in result.stderr
     assert not (tmp_path / "data" / "encryption-keys").exists()
+
+
+async def test_large_bodies_prepared_on_several_threads_at_once_are_all_stored_and_readable(
+        settings: Settings) -> None:
+    # Bodies over the thread-pool threshold are compressed and sealed on worker threads,
+    # several at once.
+    padding = [{"start_seconds": i, "end_seconds": i + 0.5} for i in range(9000)]
+    documents = []
+    for _ in range(8):
+        document = video_with_faces(f"video_{uuid.uuid4().hex[:8]}")
+        document["result"]["raw_scenes"] = padding
+        documents.append(document)
+    async with serve_in_process(settings) as client:
+        bodies = await asyncio.gather(*(deliver(client, d) for d in documents))
+    assert all(len(body) > 256 * 1024 for body in bodies)
+    assert sorted(await stored_bodies_as_received(settings)) == sorted(bodies)

@@ -10,6 +10,7 @@ sealed person fields and the sealed body are all the writer sees.
 from __future__ import annotations
 
 import secrets
+import threading
 from datetime import datetime
 
 import msgspec
@@ -59,7 +60,15 @@ class Protector:
         self.policy = policy
         self._keyring = keyring
         self._dropped = policy.dropped_fields()
-        self._compressor = body_compressor()
+        # A compressor must not be used by two threads at once, and large bodies are prepared
+        # on the thread pool: one compressor per thread.
+        self._local = threading.local()
+
+    def _compress(self, data: bytes) -> bytes:
+        compressor: zstandard.ZstdCompressor | None = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = body_compressor()
+        return compressor.compress(data)
 
     def _new_key(self, job_id: str | None, now: datetime) -> tuple[NewDataKey, Sealer]:
         assert self._keyring is not None
@@ -93,7 +102,7 @@ class Protector:
             redacted = redact.redact_body(data, fields=self._dropped)
             if redacted is not None:
                 data, withheld = redacted
-        data = self._compressor.compress(data)
+        data = self._compress(data)
         if sealer is not None:
             data = sealer.seal(data, aad=body_aad(job_id, delivery.body_sha256))
         return StoredBody(sha256=delivery.body_sha256, data=data, codec=BODY_CODEC,
