@@ -26,11 +26,27 @@ people split. 0.5 sits in the middle of that plateau, with room on both sides.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import fcntl
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+import sqlalchemy as sa
+import structlog
+
+from service import models
+from service.db import Database, asyncpg_dsn
+from service.faces import people_store as store
+from service.faces.people_store import Face, Member
+from service.privacy.scheduler import PostgresLeader
 
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
@@ -305,3 +321,259 @@ def similarities(vectors: Vectors, labels: Labels) -> npt.NDArray[np.float32]:
     scores: npt.NDArray[np.float32] = np.einsum(
         "ij,ij->i", vectors, centres[rows]).astype(np.float32)
     return scores
+
+
+# --- the assigner: one leader per database -----------------------------------------------------
+
+log = structlog.get_logger("service.faces.people")
+
+LOCK_KEY = 0x7272_7065_6F70_6C65
+"""The advisory lock id of the clustering's leader (PostgreSQL)."""
+LOCK_FILE = "people.lock"
+"""The lock file of the clustering's leader in the data folder (SQLite)."""
+LEADER_RETRY_SECONDS = 30.0
+"""How often a process that does not lead tries again to take the lead."""
+RECLUSTER_INTERVAL_SECONDS = 3600.0
+TASK_NAME = "people-recluster"
+
+VectorsByFace = Mapping[Face, npt.ArrayLike]
+
+
+class Leader(Protocol):
+    async def acquire(self) -> bool: ...
+    async def release(self) -> None: ...
+
+
+class FileLeader:
+    """Leadership on one box (SQLite): an exclusive ``flock`` on a file of the data folder,
+    held while the process lives (the kernel releases it when the process ends, however it
+    ends). Every worker process of the instance shares that folder."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    async def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        log.info("people.leader")
+        return True
+
+    async def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the file releases the lock
+
+
+def leader_for(database: Database, data_dir: Path) -> Leader:
+    """PostgreSQL: a session advisory lock (as the retention scheduler's, with its own key);
+    SQLite: a lock file in ``data_dir``."""
+    if database.dialect == "postgresql":
+        return PostgresLeader(asyncpg_dsn(database.engine.url), lock_key=LOCK_KEY,
+                              name="people")
+    return FileLeader(data_dir / LOCK_FILE)
+
+
+class PeopleAssigner:
+    """Puts newly indexed faces into people, in the one process that leads (see
+    :func:`leader_for`); the others do nothing (their index still serves searches).
+
+    The leader keeps the clusters' centres in memory, one :class:`Clusters` per dimension,
+    built from the current membership and the members' vectors: given by :meth:`load` at
+    start, or asked of ``vectors_source`` (the index's vectors by face) when this process
+    takes the lead later. Faces already in a cluster are skipped (a job re-read after another
+    face of it was erased), so calling again with the same faces changes nothing. A write that
+    fails drops the in-memory clusters, rebuilt at the next call from the database's
+    membership.
+
+    Centres follow assignments at once; they only forget a face that left (its job deleted,
+    its face erased) at the next re-clustering (:meth:`recluster_now`, every
+    :data:`RECLUSTER_INTERVAL_SECONDS` once :meth:`start` ran), which also rebuilds them.
+    """
+
+    def __init__(self, database: Database, leader: Leader, *,
+                 vectors_source: Callable[[], VectorsByFace] | None = None,
+                 threshold: float = ASSIGN_THRESHOLD,
+                 clock: Callable[[], datetime] = models.utcnow,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 interval: float = RECLUSTER_INTERVAL_SECONDS) -> None:
+        self._database = database
+        self._leader = leader
+        self._vectors_source = vectors_source
+        self._threshold = threshold
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._interval = interval
+        self._clusters: dict[int, Clusters] | None = None
+        self._leads = False
+        self._next_try = 0.0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def clusters(self) -> Mapping[int, Clusters]:
+        """The leader's clusters by dimension (empty elsewhere)."""
+        return self._clusters or {}
+
+    async def load(self, vectors_by_face: VectorsByFace) -> None:
+        """Build the centres from the membership and these vectors (the index's, at start),
+        then assign the faces that are in no cluster yet; nothing when this process does not
+        lead."""
+        async with self._lock:
+            if await self._lead(rebuild=False):
+                await self._rebuild(vectors_by_face, catch_up=True)
+
+    async def on_faces_added(self, faces: list[tuple[int, int, int]], dimension: int,
+                             vectors: npt.NDArray[np.floating]) -> list[Assignment] | None:
+        """Assign newly indexed faces (rows of ``vectors``, all of ``dimension``) to people;
+        the assignments written, or None when another process leads."""
+        if len(faces) != len(vectors):
+            raise ValueError("one vector per face expected")
+        async with self._lock:
+            if not await self._lead(rebuild=True) or not faces:
+                return None if not self._leads else []
+            return await self._assign(faces, dimension, normalized(vectors))
+
+    async def recluster_now(self) -> int | None:
+        """Re-cluster every dimension from the vectors source and write what changed; the
+        members written, or None when another process leads or there is no source."""
+        if self._vectors_source is None:
+            return None
+        async with self._lock:
+            if not await self._lead(rebuild=False):
+                return None
+            try:
+                return await self._rebuild(self._vectors_source(), catch_up=False, refine=True)
+            except BaseException:
+                self._clusters = None  # rebuilt from the database at the next call
+                raise
+
+    def start(self) -> None:
+        """Re-cluster every ``interval`` seconds (an asyncio task of the service)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=TASK_NAME)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        await self._leader.release()
+        self._leads = False
+
+    # --- inside the lock ---
+
+    async def _lead(self, *, rebuild: bool) -> bool:
+        if not self._leads and self._monotonic() < self._next_try:
+            return False
+        try:
+            leads = await self._leader.acquire()
+        except Exception as exc:  # the database is away: not leading for now
+            log.warning("people.leader_unavailable", error_type=type(exc).__name__)
+            leads = False
+        if not leads:
+            self._leads = False
+            self._clusters = None
+            self._next_try = self._monotonic() + LEADER_RETRY_SECONDS
+            return False
+        self._leads = True
+        if self._clusters is None and rebuild:
+            if self._vectors_source is None:
+                return False  # nothing to build the centres from before :meth:`load`
+            await self._rebuild(self._vectors_source(), catch_up=True)
+        return self._clusters is not None or not rebuild
+
+    async def _assign(self, faces: list[Face], dimension: int,
+                      vectors: Vectors) -> list[Assignment]:
+        assert self._clusters is not None
+        known = await self._database.run_read(store.assigned_faces, faces)
+        fresh = [i for i, face in enumerate(faces) if face not in known]
+        if not fresh:
+            return []
+        clusters = self._clusters.setdefault(dimension, Clusters(dimension, self._threshold))
+        assignments = clusters.assign(vectors[fresh])
+        try:
+            ids = await self._write([faces[i] for i in fresh], assignments)
+        except BaseException:
+            self._clusters = None  # memory is ahead of the database: rebuild
+            raise
+        clusters.rename(ids)
+        return [Assignment(ids.get(a.person_id, a.person_id), a.similarity)
+                for a in assignments]
+
+    async def _write(self, faces: Sequence[Face], assignments: Sequence[Assignment],
+                     *, prune: bool = False) -> dict[int, int]:
+        """Create the new clusters, save the members; the new clusters' ids by provisional
+        id."""
+        now = self._clock()
+
+        def write(conn: sa.Connection) -> dict[int, int]:
+            provisional = sorted({a.person_id for a in assignments if a.new}, reverse=True)
+            ids = dict(zip(provisional, store.create_people(conn, len(provisional), now),
+                           strict=True))
+            store.save_members(conn, [
+                Member(face, ids.get(a.person_id, a.person_id), a.similarity)
+                for face, a in zip(faces, assignments, strict=True)], now)
+            if prune:
+                store.refresh_appearances(conn, None, now)
+                store.delete_empty_people(conn)
+            return ids
+
+        async with self._database.write() as conn:
+            return await conn.run_sync(write)
+
+    async def _rebuild(self, vectors_by_face: VectorsByFace, *, catch_up: bool,
+                       refine: bool = False) -> int:
+        """Centres from the membership and ``vectors_by_face``; ``catch_up``: then assign the
+        faces in no cluster; ``refine``: re-cluster each dimension and write the result."""
+        membership = {m.face: m.person_id
+                      for m in await self._database.run_read(store.load_membership)}
+        by_dimension: dict[int, list[Face]] = {}
+        for face, vector in vectors_by_face.items():
+            by_dimension.setdefault(np.asarray(vector).shape[-1], []).append(face)
+        clusters: dict[int, Clusters] = {}
+        written = 0
+        for dimension, faces in sorted(by_dimension.items()):
+            faces.sort()
+            vectors = normalized([np.asarray(vectors_by_face[f]) for f in faces])
+            labels = np.array([membership.get(f, UNASSIGNED) for f in faces], dtype=np.int64)
+            if refine:
+                labels = await asyncio.to_thread(self._refined, vectors, labels)
+                scores = similarities(vectors, labels)
+                ids = await self._write(
+                    faces, [Assignment(int(label), float(score))
+                            for label, score in zip(labels, scores, strict=True)], prune=True)
+                labels = np.array([ids.get(int(x), int(x)) for x in labels], dtype=np.int64)
+                written += len(faces)
+            member = labels != UNASSIGNED
+            clusters[dimension] = Clusters.from_members(
+                dimension, vectors[member], labels[member], self._threshold)
+            self._clusters = clusters
+            loose = np.flatnonzero(~member)
+            if catch_up and len(loose):
+                written += len(await self._assign([faces[i] for i in loose], dimension,
+                                                  vectors[loose]))
+        self._clusters = clusters
+        return written
+
+    def _refined(self, vectors: Vectors, labels: Labels) -> Labels:
+        return recluster(vectors, labels, self._threshold)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._sleep(self._interval)
+            try:
+                await self.recluster_now()
+            except Exception as exc:  # the next run tries again; the service goes on
+                log.error("people.recluster_failed", error_type=type(exc).__name__)
