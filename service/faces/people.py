@@ -192,8 +192,8 @@ def recluster(vectors: Vectors, current_labels: Labels,
 
     Deterministic (same input, same output) and about linear in faces x clusters:
 
-    1. Faces without a cluster (:data:`UNASSIGNED`) are assigned incrementally to the current
-       clusters, in row order.
+    1. Every face is assigned incrementally afresh, in row order (the current clusters are not
+       the starting point, so a cluster that wrongly holds two people can split).
     2. Clusters whose centres are at least ``threshold`` similar are merged (connected
        components of that graph over centres): one person split in two early on, when its
        first observations were far apart, becomes one.
@@ -201,7 +201,8 @@ def recluster(vectors: Vectors, current_labels: Labels,
        face below ``threshold`` to every centre starts a cluster of its own. Centres are then
        recomputed; the rounds stop when nothing moves.
 
-    Ids stay stable: a new cluster that holds more than half of an old cluster's members keeps
+    ``current_labels`` (person ids, :data:`UNASSIGNED` for a face in no cluster) only decide
+    the ids. Ids stay stable: a new cluster that holds more than half of an old cluster's members keeps
     that old id (when it holds the majority of several old clusters, it keeps the one it shares
     the most members with; ties: the smallest id). No two clusters get the same id; any other
     cluster gets a new provisional id, negative (-1, -2, ... in the order of their first face).
@@ -211,7 +212,7 @@ def recluster(vectors: Vectors, current_labels: Labels,
         raise ValueError("one label per vector expected")
     if not len(labels):
         return labels
-    rows = _initial_rows(vectors, labels, threshold)
+    rows = _initial_rows(vectors, threshold)
     rows = _merge_close_centres(vectors, rows, threshold)
     for _ in range(RECLUSTER_ROUNDS):
         moved, rows = _move_to_nearest(vectors, rows, threshold)
@@ -233,16 +234,9 @@ def _centres(vectors: Vectors, rows: npt.NDArray[np.int64]) -> Vectors:
     return normalized(sums)
 
 
-def _initial_rows(vectors: Vectors, labels: Labels,
-                  threshold: float) -> npt.NDArray[np.int64]:
-    assigned = labels != UNASSIGNED
-    clusters = Clusters.from_members(vectors.shape[1], vectors[assigned], labels[assigned],
-                                     threshold)
-    labels = labels.copy()
-    loose = np.flatnonzero(~assigned)
-    if len(loose):
-        labels[loose] = [a.person_id for a in clusters.assign(vectors[loose])]
-    return _compact(labels)
+def _initial_rows(vectors: Vectors, threshold: float) -> npt.NDArray[np.int64]:
+    clusters = Clusters(vectors.shape[1], threshold)
+    return _compact(np.array([a.person_id for a in clusters.assign(vectors)], dtype=np.int64))
 
 
 def _merge_close_centres(vectors: Vectors, rows: npt.NDArray[np.int64],
