@@ -104,7 +104,7 @@ async def test_faces_of_one_person_across_jobs_become_one_person_whose_id_stays(
 
 async def test_reclustering_keeps_ids_and_a_new_leader_rebuilds_from_the_database(
         settings: Settings, database: Database, tmp_path: Path) -> None:
-    assigner, tag, jobs = await people_jobs(settings, tmp_path, database)
+    assigner, _, jobs = await people_jobs(settings, tmp_path, database)
     async with serve_in_process(settings) as client:
         await deliver(client, video(jobs["first"], [ALICE[0], BOB[0], ALICE[1]]))
         await deliver(client, video(jobs["second"], [BOB[1], ALICE[2]]))
@@ -148,7 +148,7 @@ async def test_only_one_process_assigns(settings: Settings, database: Database,
 
 async def test_people_routes_list_page_and_show_appearances(
         settings: Settings, database: Database, tmp_path: Path) -> None:
-    assigner, tag, jobs = await people_jobs(settings, tmp_path, database)
+    assigner, _, jobs = await people_jobs(settings, tmp_path, database)
     reader = await create_token(settings, name="viewer", scope="read")
     async with serve_in_process(settings) as client:
         await deliver(client, video(jobs["first"], [ALICE[0], BOB[0]]))
@@ -207,7 +207,7 @@ async def test_people_routes_list_page_and_show_appearances(
 
 async def test_deleting_a_person_erases_every_face_of_it_with_one_audit_record(
         settings: Settings, database: Database, tmp_path: Path) -> None:
-    assigner, tag, jobs = await people_jobs(settings, tmp_path, database)
+    assigner, _, jobs = await people_jobs(settings, tmp_path, database)
     admin = await create_token(settings, name="dpo", scope="admin")
     async with serve_in_process(settings) as client:
         await deliver(client, video(jobs["first"], [ALICE[0], BOB[0]]))

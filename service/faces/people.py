@@ -202,10 +202,11 @@ def recluster(vectors: Vectors, current_labels: Labels,
        recomputed; the rounds stop when nothing moves.
 
     ``current_labels`` (person ids, :data:`UNASSIGNED` for a face in no cluster) only decide
-    the ids. Ids stay stable: a new cluster that holds more than half of an old cluster's members keeps
-    that old id (when it holds the majority of several old clusters, it keeps the one it shares
-    the most members with; ties: the smallest id). No two clusters get the same id; any other
-    cluster gets a new provisional id, negative (-1, -2, ... in the order of their first face).
+    the ids. Ids stay stable: a new cluster that holds more than half of an old cluster's
+    members keeps that old id (when it holds the majority of several old clusters, it keeps
+    the one it shares the most members with; ties: the smallest id). No two clusters get the
+    same id; any other cluster gets a new provisional id, negative (-1, -2, ... in the order
+    of their first face).
     """
     labels = np.asarray(current_labels, dtype=np.int64).copy()
     if len(labels) != len(vectors):
