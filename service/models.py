@@ -394,6 +394,44 @@ class PrivacyState(SQLModel, table=True):
     value: str = Field(sa_type=sa.Text)
 
 
+class People(SQLModel, table=True):
+    """A person across jobs: a cluster of face observations (see :mod:`service.faces.people`).
+    No centre is stored (it is derived biometric data): it is computed in memory from the
+    members' embeddings. ``appearances`` is the member count as the clustering last wrote it."""
+
+    __tablename__ = "people"
+    __table_args__ = (NEVER_REUSE_IDS,)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    appearances: int = Field(default=0, sa_type=sa.Integer)
+
+
+class PeopleMember(SQLModel, table=True):
+    """A face observation (a person row) in a cluster; gone with its person row, or its
+    cluster."""
+
+    __tablename__ = "people_members"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["job_pk", "item_index", "person_index"],
+            ["persons.job_pk", "persons.item_index", "persons.person_index"],
+            ondelete="CASCADE", name="fk_people_members_job_pk_item_index_person_index_persons"),
+        sa.ForeignKeyConstraint(["person_id"], ["people.id"], ondelete="CASCADE",
+                                name="fk_people_members_person_id_people"),
+        sa.Index("ix_people_members_person_id", "person_id"),
+    )
+
+    job_pk: int = _job_pk()
+    item_index: int = _key()
+    person_index: int = _key()
+    person_id: int = Field(sa_type=BigId)
+    # Cosine of the face to its cluster's centre when it was assigned.
+    similarity: float = Field(sa_type=sa.Double)
+    assigned_at: datetime = Field(sa_type=UtcDateTime)
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The Core table behind a model, for bulk statements."""
     table = getattr(model, "__table__", None)
@@ -409,6 +447,8 @@ data_keys = table_of(DataKey)
 api_tokens = table_of(ApiToken)
 audit_log = table_of(AuditRecord)
 privacy_state = table_of(PrivacyState)
+people = table_of(People)
+people_members = table_of(PeopleMember)
 
 ENTITY_TABLES: tuple[sa.Table, ...] = tuple(
     table_of(model)

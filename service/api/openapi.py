@@ -178,6 +178,15 @@ def _schemas() -> dict[str, Schema]:
             counts={"type": "object", "additionalProperties": INTEGER},
             details={"type": "object", "additionalProperties": STRING}),
         "AuditPage": _page("AuditRecord"),
+        "PeopleSummary": _object(id=INTEGER, appearance_count=INTEGER, created_at=DATETIME,
+                                 updated_at=DATETIME),
+        "PeoplePage": _page("PeopleSummary"),
+        "Appearance": _object(
+            job_id=STRING, kind=_nullable({"type": "string", "enum": list(JOB_KINDS)}),
+            item_index=INTEGER, external_id=N_STRING, person_index=INTEGER,
+            start_seconds=N_NUMBER, end_seconds=N_NUMBER, similarity=NUMBER),
+        "People": {"allOf": [_ref("PeopleSummary"), _object(
+            appearances={"type": "array", "items": _ref("Appearance")})]},
         **_upstream_schemas(),
     }
 
@@ -248,6 +257,35 @@ def _erase_person() -> Schema:
         "a raw body of the job is encrypted under a key that is not configured "
         "(key_unavailable; details.key_id names it); nothing was erased")
     return operation
+
+
+PERSON_ID = _param("person_id", "path", {"type": "integer", "minimum": 0},
+                   "a person's id (a cluster of faces across jobs)")
+
+
+def _people_paths() -> dict[str, Schema]:
+    erase = _operation(
+        "Erase every face of a person across jobs (embedding, thumbnail, age and gender, "
+        "from the rows and every raw body of their jobs) and remove the person; one "
+        "people_erased audit record. Again: 404",
+        {"204": {"description": "erased"}}, PERSON_ID, admin=True, tag="privacy")
+    erase["responses"]["404"] = _error("no such person (or already erased)")
+    erase["responses"]["409"] = _error(
+        "a raw body is encrypted under a key that is not configured (key_unavailable; "
+        "details.key_id names it); nothing was erased")
+    one = _operation("A person and its appearances (oldest job first)",
+                     {"200": _json("People")}, PERSON_ID, tag="people")
+    one["responses"]["404"] = _error("no such person")
+    return {
+        "/v1/people": {"get": _operation(
+            "People: clusters of faces that are the same person across jobs, newest first",
+            {"200": _json("PeoplePage")},
+            _param("min_appearances", "query", {"type": "integer", "minimum": 1,
+                                                "maximum": 1_000_000, "default": 1},
+                   "only people with at least this many faces"),
+            LIMIT, CURSOR, tag="people")},
+        "/v1/people/{person_id}": {"get": one, "delete": erase},
+    }
 
 
 def _paths() -> dict[str, Schema]:
@@ -354,6 +392,7 @@ def _paths() -> dict[str, Schema]:
             _param("action", "query", {"type": "string", "enum": list(AUDIT_ACTIONS)},
                    "only this action"),
             LIMIT, CURSOR, admin=True, tag="audit")},
+        **_people_paths(),
         "/metrics": {"get": {"summary": "Prometheus metrics (all workers of this instance)",
                              "tags": ["operations"],
                              "responses": {"200": {"description": "Prometheus text format",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from service.api import audit, catalog, deliveries, jobs, persons
+from service.api import audit, catalog, deliveries, jobs, people, persons
 
 
 def api_routes() -> list[Route]:
@@ -29,5 +29,7 @@ def api_routes() -> list[Route]:
         Route("/v1/deliveries", deliveries.list_deliveries, methods=["GET"]),
         Route("/v1/deliveries/{delivery_id}", deliveries.get_delivery, methods=["GET"]),
         Route("/v1/deliveries/{delivery_id}/raw", deliveries.get_delivery_raw, methods=["GET"]),
+        Route("/v1/people", people.list_people, methods=["GET"]),
+        Route("/v1/people/{person_id}", people.person, methods=["GET", "DELETE"]),
         Route("/v1/audit", audit.list_audit, methods=["GET"]),
     ]

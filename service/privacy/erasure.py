@@ -38,6 +38,7 @@ _ERASED_COLUMNS = ("age", "gender", "face_embedding", "face_thumbnail",
 
 _jobs = models.jobs
 _persons = models.table_of(models.Person)
+_members = models.people_members
 _deliveries = models.deliveries
 _bodies = models.delivery_bodies
 _decode = msgspec.json.Decoder().decode
@@ -110,6 +111,13 @@ def _erase_rows(conn: sa.Connection, job_id: str, job_pk: int,
     result = conn.execute(
         sa.update(_persons).where(scope, sa.not_(_persons.c.erased))
         .values({**dict.fromkeys(_ERASED_COLUMNS), "erased": True}))
+    # An erased face leaves the cluster it was in (which person a face is, is biometric too).
+    member_scope = _members.c.job_pk == job_pk
+    if wanted is not None:
+        member_scope = sa.and_(member_scope, sa.or_(*(
+            sa.and_(_members.c.item_index == item, _members.c.person_index == person)
+            for item, person in sorted(wanted))))
+    conn.execute(sa.delete(_members).where(member_scope))
     return result.rowcount
 
 

@@ -43,10 +43,13 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class PostgresLeader:
-    """Leadership as a session advisory lock held on a dedicated connection."""
+    """Leadership as a session advisory lock held on a dedicated connection (``lock_key``: one
+    per task that needs a single leader, ``name``: the task's name in logs)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, lock_key: int = LOCK_KEY, name: str = "retention") -> None:
         self._dsn = dsn
+        self._lock_key = lock_key
+        self._name = name
         self._conn: asyncpg.Connection | None = None
 
     @property
@@ -63,10 +66,10 @@ class PostgresLeader:
                 self._drop()  # the session is gone, and the lock with it
         conn: asyncpg.Connection = await asyncpg.connect(
             self._dsn, timeout=5,
-            server_settings={"application_name": "results-receiver-retention"})
+            server_settings={"application_name": f"results-receiver-{self._name}"})
         try:
-            taken: bool = await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY,
-                                              timeout=5)
+            taken: bool = await conn.fetchval("SELECT pg_try_advisory_lock($1)",
+                                              self._lock_key, timeout=5)
         except BaseException:
             conn.terminate()
             raise
@@ -74,7 +77,7 @@ class PostgresLeader:
             await conn.close()
             return False
         self._conn = conn
-        log.info("retention.leader")
+        log.info(f"{self._name}.leader")
         return True
 
     async def release(self) -> None:

@@ -1,0 +1,239 @@
+"""People in the database: cluster membership written by the clustering's leader, read by the
+query API, and erased through the privacy erasure path.
+
+``people`` (ids never reused) and ``people_members`` (one row per face observation, i.e. per
+person row ``(job_pk, item_index, person_index)``, gone with that row or with its cluster).
+Every function takes a SQLAlchemy sync ``Connection`` inside the caller's transaction.
+
+A member's person row may disappear under the clustering (its job deleted or replaced; an
+erasure also removes its membership, see :mod:`service.privacy.erasure`), so the writes here
+first keep only faces whose row exists and is not erased. ``people.appearances`` is the
+member count as the clustering last wrote it; the query API counts the live members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service import models
+from service.pagination import Page, cut
+from service.privacy.erasure import Erasure, erase_persons
+from service.privacy.keys import Keyring
+
+Face = tuple[int, int, int]
+"""A face observation: ``(job_pk, item_index, person_index)`` of its person row."""
+
+people = models.people
+members = models.people_members
+_persons = models.table_of(models.Person)
+_person_scenes = models.table_of(models.PersonScene)
+_items = models.media_items
+_jobs = models.jobs
+
+BATCH = 500
+"""Faces per statement when a set of faces is looked up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    face: Face
+    person_id: int
+    similarity: float
+
+
+# --- the clustering's side ---------------------------------------------------------------------
+
+def load_membership(conn: sa.Connection) -> list[Member]:
+    """Every current member, ordered by face."""
+    rows = conn.execute(sa.select(members.c.job_pk, members.c.item_index,
+                                  members.c.person_index, members.c.person_id,
+                                  members.c.similarity)
+                        .order_by(members.c.job_pk, members.c.item_index,
+                                  members.c.person_index))
+    return [Member((r.job_pk, r.item_index, r.person_index), r.person_id, r.similarity)
+            for r in rows]
+
+
+def _face_key(table: sa.Table) -> sa.Tuple:
+    return sa.tuple_(table.c.job_pk, table.c.item_index, table.c.person_index)
+
+
+def _batches(faces: Collection[Face]) -> Iterable[list[Face]]:
+    ordered = sorted(set(faces))
+    for start in range(0, len(ordered), BATCH):
+        yield ordered[start:start + BATCH]
+
+
+def assigned_faces(conn: sa.Connection, faces: Collection[Face]) -> set[Face]:
+    """Those of ``faces`` that are already in a cluster."""
+    found: set[Face] = set()
+    for batch in _batches(faces):
+        found.update((r[0], r[1], r[2]) for r in conn.execute(
+            sa.select(members.c.job_pk, members.c.item_index, members.c.person_index)
+            .where(_face_key(members).in_(batch))))
+    return found
+
+
+def live_faces(conn: sa.Connection, faces: Collection[Face]) -> set[Face]:
+    """Those of ``faces`` whose person row exists and is not erased."""
+    found: set[Face] = set()
+    for batch in _batches(faces):
+        found.update((r[0], r[1], r[2]) for r in conn.execute(
+            sa.select(_persons.c.job_pk, _persons.c.item_index, _persons.c.person_index)
+            .where(_face_key(_persons).in_(batch), sa.not_(_persons.c.erased))))
+    return found
+
+
+def create_people(conn: sa.Connection, count: int, now: datetime) -> list[int]:
+    """``count`` new clusters; their ids, in order."""
+    if count <= 0:
+        return []
+    rows = [{"created_at": now, "updated_at": now, "appearances": 0} for _ in range(count)]
+    result = conn.execute(sa.insert(people).returning(people.c.id, sort_by_parameter_order=True),
+                          rows)
+    return [int(r.id) for r in result]
+
+
+def existing_people(conn: sa.Connection, ids: Collection[int]) -> set[int]:
+    found: set[int] = set()
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), BATCH):
+        found.update(r.id for r in conn.execute(
+            sa.select(people.c.id).where(people.c.id.in_(ordered[start:start + BATCH]))))
+    return found
+
+
+def save_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime) -> int:
+    """Put each face in its cluster (inserted, or moved with its new similarity), refresh the
+    touched clusters' counts; faces whose person row is gone or erased are skipped. Returns
+    the members written."""
+    live = live_faces(conn, [m.face for m in assigned])
+    rows = [{"job_pk": m.face[0], "item_index": m.face[1], "person_index": m.face[2],
+             "person_id": m.person_id, "similarity": m.similarity, "assigned_at": now}
+            for m in assigned if m.face in live]
+    if not rows:
+        return 0
+    insert: Any = (postgresql.insert(members) if conn.dialect.name == "postgresql"
+                   else sqlite.insert(members))
+    conn.execute(insert.on_conflict_do_update(
+        index_elements=["job_pk", "item_index", "person_index"],
+        set_={"person_id": insert.excluded.person_id,
+              "similarity": insert.excluded.similarity,
+              "assigned_at": insert.excluded.assigned_at}), rows)
+    refresh_appearances(conn, {m.person_id for m in assigned if m.face in live}, now)
+    return len(rows)
+
+
+def refresh_appearances(conn: sa.Connection, ids: Collection[int] | None,
+                        now: datetime) -> None:
+    """Recount the members of clusters ``ids`` (all when None)."""
+    count = (sa.select(sa.func.count()).select_from(members)
+             .where(members.c.person_id == people.c.id).scalar_subquery())
+    statement = sa.update(people).values(appearances=count, updated_at=now)
+    if ids is None:
+        conn.execute(statement.where(people.c.appearances != count))
+        return
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), BATCH):
+        conn.execute(statement.where(people.c.id.in_(ordered[start:start + BATCH])))
+
+
+def delete_empty_people(conn: sa.Connection) -> int:
+    """Remove the clusters left without a member."""
+    return conn.execute(sa.delete(people).where(~sa.exists().where(
+        members.c.person_id == people.c.id))).rowcount
+
+
+# --- the query API's side ----------------------------------------------------------------------
+
+def _summary(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "appearance_count": row.appearance_count,
+            "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+def _summaries() -> sa.Select[Any]:
+    count = sa.func.count().label("appearance_count")
+    return (sa.select(people.c.id, people.c.created_at, people.c.updated_at, count)
+            .join(members, members.c.person_id == people.c.id)
+            .group_by(people.c.id, people.c.created_at, people.c.updated_at))
+
+
+def list_people(conn: sa.Connection, *, min_appearances: int, after: list[Any] | None,
+                limit: int) -> Page:
+    """Clusters with at least ``min_appearances`` live members, newest first (by id)."""
+    query = _summaries().having(sa.func.count() >= max(1, min_appearances))
+    if after is not None:
+        query = query.where(people.c.id < after[0])
+    rows = conn.execute(query.order_by(people.c.id.desc()).limit(limit + 1))
+    return cut([_summary(r) for r in rows], limit, lambda last: [last["id"]])
+
+
+def person(conn: sa.Connection, person_id: int) -> dict[str, Any] | None:
+    """A cluster and its appearances (oldest job first), or None when it does not exist or has
+    no member left."""
+    summary = conn.execute(_summaries().where(people.c.id == person_id)).one_or_none()
+    if summary is None:
+        return None
+    joined = (members
+              .join(_jobs, _jobs.c.id == members.c.job_pk)
+              .join(_items, sa.and_(_items.c.job_pk == members.c.job_pk,
+                                    _items.c.item_index == members.c.item_index))
+              .join(_persons, sa.and_(_persons.c.job_pk == members.c.job_pk,
+                                      _persons.c.item_index == members.c.item_index,
+                                      _persons.c.person_index == members.c.person_index))
+              .outerjoin(_person_scenes, sa.and_(
+                  _person_scenes.c.job_pk == _persons.c.job_pk,
+                  _person_scenes.c.item_index == _persons.c.item_index,
+                  _person_scenes.c.scene_index == _persons.c.scene_index)))
+    rows = conn.execute(
+        sa.select(_jobs.c.job_id, _jobs.c.kind, members.c.item_index, _items.c.external_id,
+                  members.c.person_index, _person_scenes.c.start_seconds,
+                  _person_scenes.c.end_seconds, members.c.similarity)
+        .select_from(joined).where(members.c.person_id == person_id)
+        .order_by(_jobs.c.received_at, _jobs.c.id, members.c.item_index,
+                  members.c.person_index))
+    return {**_summary(summary), "appearances": [{
+        "job_id": r.job_id, "kind": r.kind, "item_index": r.item_index,
+        "external_id": r.external_id, "person_index": r.person_index,
+        "start_seconds": r.start_seconds, "end_seconds": r.end_seconds,
+        "similarity": r.similarity} for r in rows]}
+
+
+@dataclass(frozen=True, slots=True)
+class PeopleErasure:
+    jobs: int
+    erased: Erasure
+
+    def counts(self) -> dict[str, int]:
+        return {"jobs": self.jobs, **self.erased.counts()}
+
+
+def erase_people(conn: sa.Connection, person_id: int,
+                 keyring: Keyring | None) -> PeopleErasure | None:
+    """Erase the biometric fields of every face of cluster ``person_id`` (job by job, through
+    :func:`service.privacy.erasure.erase_persons`), then remove the cluster. None when there
+    is no such cluster. Raises :class:`service.privacy.reveal.KeyUnavailable` as the erasure
+    does (the caller's transaction then writes nothing)."""
+    exists = conn.execute(sa.select(people.c.id).where(people.c.id == person_id)
+                          .with_for_update()).scalar_one_or_none()
+    if exists is None:
+        return None
+    by_job: dict[str, set[tuple[int, int]]] = {}
+    for r in conn.execute(
+            sa.select(_jobs.c.job_id, members.c.item_index, members.c.person_index)
+            .join(_jobs, _jobs.c.id == members.c.job_pk)
+            .where(members.c.person_id == person_id)):
+        by_job.setdefault(r.job_id, set()).add((r.item_index, r.person_index))
+    persons = bodies = 0
+    for job_id in sorted(by_job):
+        erased = erase_persons(conn, job_id, by_job[job_id], keyring)
+        persons += erased.persons
+        bodies += erased.bodies
+    conn.execute(sa.delete(people).where(people.c.id == person_id))
+    return PeopleErasure(jobs=len(by_job), erased=Erasure(persons=persons, bodies=bodies))
