@@ -18,7 +18,7 @@ from typing import TextIO
 
 from tests.support.biometrics import EMBEDDING, THUMBNAIL
 
-_FIELD = re.compile(r'"(face_embedding|face_thumbnail|age|gender|demographics)"\s*:')
+_FIELD = re.compile(r'"(face_embedding|face_thumbnail|age|gender)"\s*:')
 _VALUES = (THUMBNAIL, THUMBNAIL[:40], *(repr(value) for value in EMBEDDING))
 
 _suite_log: Path | None = None
