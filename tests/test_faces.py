@@ -418,7 +418,7 @@ async def test_an_erased_person_and_an_erased_job_leave_the_results_within_5_sec
 
 def serve_env(database_url: str) -> dict[str, str]:
     return {"RECEIVER_DATABASE_URL": database_url, "RECEIVER_WEBHOOK_SECRETS": SECRET,
-            "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE}
+            "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "warning"}
 
 
 async def test_erasures_reach_another_process_sharing_postgresql_within_5_seconds(

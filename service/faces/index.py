@@ -21,7 +21,6 @@ every face; :attr:`FaceIndex.dimensions` lists the dimensions held.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -97,10 +96,11 @@ def normalized(vector: Sequence[float] | npt.NDArray[np.floating]) -> Vectors:
         raise InvalidVector("an embedding is a non-empty list of numbers")
     if not np.isfinite(array).all():
         raise InvalidVector("an embedding holds only finite numbers")
-    norm = float(np.linalg.norm(array))
-    if norm == 0.0 or not math.isfinite(norm):
+    largest = float(np.abs(array).max())
+    if largest == 0.0:
         raise InvalidVector("an embedding of length zero has no direction")
-    unit: Vectors = (array / norm).astype(np.float32)
+    scaled = array / largest  # no overflow in the norm, whatever the magnitude
+    unit: Vectors = (scaled / float(np.linalg.norm(scaled))).astype(np.float32)
     return unit
 
 
