@@ -34,7 +34,7 @@ _audit = models.audit_log
 
 CHANGED_OUTCOMES = ("stored", "updated")
 ERASING_ACTIONS = ("job_erased", "person_erased", "people_erased", "purge", "policy_changed")
-LOOKBACK = 1000
+LOOKBACK = 256
 """Ids re-read below the cursor: a delivery (or record) whose id was allocated before one
 already seen may commit after it (PostgreSQL sequences), and must not be missed."""
 _decode = msgspec.json.Decoder().decode

@@ -101,16 +101,22 @@ class FaceSync:
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("faces.load_failed", **describe_error(exc))
                 await asyncio.sleep(self.poll_seconds * 5)
+            except Exception as exc:  # never leave the index behind for good: try again
+                log.error("faces.load_error", error_type=type(exc).__name__, exc_info=exc)
+                await asyncio.sleep(self.poll_seconds * 5)
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
                 await self.poll()
+                if self._erased or (self._dirty and time.monotonic() - self._last_snapshot
+                                    > self.snapshot_seconds):
+                    await self._save()
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("faces.sync_failed", **describe_error(exc))
                 await asyncio.sleep(self.poll_seconds * 4)
-            if self._erased or (self._dirty and time.monotonic() - self._last_snapshot
-                                > self.snapshot_seconds):
-                await self._save()
+            except Exception as exc:
+                log.error("faces.sync_error", error_type=type(exc).__name__, exc_info=exc)
+                await asyncio.sleep(self.poll_seconds * 4)
 
     async def _load(self) -> None:
         started = time.monotonic()
