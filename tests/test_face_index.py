@@ -3,11 +3,14 @@ self-exclusion, removal, growth, compaction and the snapshot's arrays."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 
 import numpy as np
 import pytest
 
+from service.faces import index as face_index
 from service.faces.index import (
     Face,
     FaceFilter,
@@ -46,8 +49,9 @@ def test_exact_search_returns_the_nearest_faces_most_similar_first() -> None:
     query = normalized(added[42].vector)
     hits = index.search(query, 10)
     assert [h.key for h in hits] == brute_force(added, query, 10)
-    assert hits[0].key == added[42].key and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
-    assert all(a.similarity >= b.similarity for a, b in zip(hits, hits[1:], strict=False))
+    assert hits[0].key == added[42].key
+    assert hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert all(a.similarity >= b.similarity for a, b in itertools.pairwise(hits))
 
 
 def test_hnsw_search_agrees_with_exact_search_past_the_threshold() -> None:
@@ -62,7 +66,11 @@ def test_hnsw_search_agrees_with_exact_search_past_the_threshold() -> None:
     assert len(set(approximate) & set(exact)) >= 9
 
 
-def test_a_filter_matching_one_percent_on_the_hnsw_path_still_returns_k_hits() -> None:
+@pytest.mark.parametrize("selective_rows", [face_index.SELECTIVE_ROWS, 5])
+def test_a_filter_matching_one_percent_on_the_hnsw_path_still_returns_k_hits(
+        selective_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 5: the filter is not taken as selective, so the graph is over-fetched and filtered.
+    monkeypatch.setattr(face_index, "SELECTIVE_ROWS", selective_rows)
     index = FaceIndex(hnsw_threshold=300)
     added = faces(2000, allowlisted_every=100)  # 20 faces of 2,000
     index.add(added)
@@ -71,6 +79,35 @@ def test_a_filter_matching_one_percent_on_the_hnsw_path_still_returns_k_hits() -
     hits = index.search(query, 10, where=FaceFilter(allowlisted=True))
     assert [h.key for h in hits] == brute_force(
         added, query, 10, [bool(f.allowlisted) for f in added])
+
+
+def test_faces_added_after_the_graph_was_built_are_found_exactly() -> None:
+    index = FaceIndex(hnsw_threshold=300)
+    added = faces(1000)
+    index.add(added)
+    later = faces(30, seed=99, job_pk=5000)
+    index.add(later)
+    collection = index.collections[DIMENSION]
+    assert collection.uses_hnsw
+    assert collection._graph_rows == 1000  # the 30 are the tail, not yet in the graph
+    query = normalized(later[4].vector)
+    assert index.search(query, 1)[0].key == later[4].key
+    index.remove_faces([later[4].key])
+    assert later[4].key not in [h.key for h in index.search(query, 5)]
+
+
+@pytest.mark.anyio
+async def test_the_graph_is_built_on_a_worker_thread_when_an_event_loop_runs() -> None:
+    index = FaceIndex(hnsw_threshold=300)
+    index.add(faces(2000))
+    collection = index.collections[DIMENSION]
+    assert not collection.uses_hnsw  # meanwhile searches are exact
+    assert len(index.search(normalized(faces(1)[0].vector), 3)) == 3
+    for _ in range(300):
+        if collection.uses_hnsw:
+            break
+        await asyncio.sleep(0.05)
+    assert collection.uses_hnsw
 
 
 def test_every_filter_and_min_similarity_narrow_the_hits() -> None:
@@ -88,7 +125,8 @@ def test_every_filter_and_min_similarity_narrow_the_hits() -> None:
         assert [h.key for h in index.search(query, 7, where=where)] == brute_force(
             added, query, 7, keep), where
     some = index.search(query, 300, min_similarity=0.2)
-    assert some and all(h.similarity >= 0.2 for h in some)
+    assert some
+    assert all(h.similarity >= 0.2 for h in some)
     assert len(some) < 300
 
 
@@ -97,7 +135,8 @@ def test_a_face_never_matches_itself_when_excluded() -> None:
     added = faces(50)
     index.add(added)
     hits = index.search(normalized(added[5].vector), 5, exclude=added[5].key)
-    assert added[5].key not in [h.key for h in hits] and len(hits) == 5
+    assert added[5].key not in [h.key for h in hits]
+    assert len(hits) == 5
 
 
 def test_dimensions_are_separate_collections() -> None:
@@ -105,7 +144,8 @@ def test_dimensions_are_separate_collections() -> None:
     index.add(faces(20, dimension=3) + faces(20, dimension=4, job_pk=1000))
     assert index.dimensions == [3, 4]
     hits = index.search(normalized([1.0, 0.0, 0.0]), 100)
-    assert len(hits) == 20 and all(h.key.job_pk < 1000 for h in hits)
+    assert len(hits) == 20
+    assert all(h.key.job_pk < 1000 for h in hits)
     assert index.search(normalized([1.0, 0.0, 0.0, 0.0, 0.0]), 5) == []
 
 
@@ -114,7 +154,8 @@ def test_removal_forgets_faces_zeroes_their_vectors_and_compacts() -> None:
     added = faces(3000)
     index.add(added)
     collection = index.collections[DIMENSION]
-    assert collection.capacity >= 3000 and collection.uses_hnsw
+    assert collection.capacity >= 3000
+    assert collection.uses_hnsw
     row = collection.rows[added[0].key]
     assert index.remove_job(job_id="job-1") == 100
     assert not collection.vectors[row].any()
@@ -132,6 +173,7 @@ def test_export_and_restore_give_the_same_index() -> None:
     index.add(added)
     index.remove_faces([added[1].key])
     restored = FaceIndex.restore(index.export())
+    restored.maintain()
     assert len(restored) == len(index) == 259
     query = normalized(added[9].vector)
     assert restored.search(query, 8) == index.search(query, 8)

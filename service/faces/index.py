@@ -21,6 +21,7 @@ every face; :attr:`FaceIndex.dimensions` lists the dimensions held.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -35,6 +36,9 @@ SELECTIVE_ROWS = 20_000
 """A filter matching at most this many faces is answered exactly over those rows."""
 OVERFETCH = 4
 """HNSW candidates fetched per hit wanted; multiplied by 4 again while too few pass."""
+REBUILD_ROWS = 10_000
+"""The graph is rebuilt once this many rows (or a tenth of it, if more) were added to the
+collection or removed from it since it was built."""
 _INITIAL_CAPACITY = 1024
 
 KINDS = ("video", "image_batch")
@@ -115,6 +119,10 @@ class Collection:
         self._allocate(_INITIAL_CAPACITY)
         self.rows: dict[FaceKey, int] = {}
         self._hnsw: HnswIndex | None = None
+        self._graph_rows = 0  # rows below this were given to the graph
+        self._graph_dead = 0  # of those, rows removed since
+        self._building = False
+        self._generation = 0
 
     def _allocate(self, capacity: int) -> None:
         def grow(name: str, dtype: Any, shape: tuple[int, ...]) -> Any:
@@ -161,10 +169,7 @@ class Collection:
             self.rows[face.key] = row
         self.size = stop
         self.live += count
-        if self._hnsw is not None:
-            self._hnsw.add(np.arange(start, stop, dtype=np.uint64), vectors)
-        elif self.live >= self.hnsw_threshold:
-            self._build_hnsw()
+        self._maybe_build()
 
     def remove(self, keys: Iterable[FaceKey]) -> int:
         rows = [row for row in (self.rows.pop(key, None) for key in keys) if row is not None]
@@ -174,8 +179,7 @@ class Collection:
         self.alive[found] = False
         self.vectors[found] = 0.0  # an erased face does not linger in memory
         self.live -= len(rows)
-        if self._hnsw is not None:
-            self._hnsw.remove(found.astype(np.uint64))
+        self._graph_dead += int(np.count_nonzero(found < self._graph_rows))
         if self.size > _INITIAL_CAPACITY and self.live < self.size // 2:
             self._compact()
         return len(rows)
@@ -190,16 +194,50 @@ class Collection:
         self.size = len(keep)
         self.rows = {FaceKey(int(self.job_pk[r]), int(self.item_index[r]),
                              int(self.person_index[r])): r for r in range(self.size)}
-        self._hnsw = None
-        if self.live >= self.hnsw_threshold:
-            self._build_hnsw()
+        self._generation += 1  # row numbers changed: a graph of the old ones is useless
+        self._hnsw, self._graph_rows, self._graph_dead = None, 0, 0
+        self._maybe_build()
 
-    def _build_hnsw(self) -> None:
-        index = HnswIndex(ndim=self.dimension, metric="ip", dtype="f32")
+    # --- the approximate index ---------------------------------------------------------------
+    #
+    # The HNSW graph covers the rows below ``_graph_rows``; rows added since (the tail) are
+    # searched exactly, and removed rows are filtered out by ``alive``. When the tail or the
+    # removed rows grow past a tenth of the graph, a new graph is built from a copy of the
+    # vectors on a worker thread (building costs about a millisecond per face on a busy
+    # 2-core machine: it must never hold the event loop) and swapped in when done.
+
+    def _maybe_build(self) -> None:
+        if self._building or self.live < self.hnsw_threshold:
+            return
+        tail = self.size - self._graph_rows
+        if self._hnsw is not None and tail < max(REBUILD_ROWS, self._graph_rows // 10) and (
+                self._graph_dead < max(REBUILD_ROWS, self._graph_rows // 10)):
+            return
         rows = np.flatnonzero(self.alive[:self.size])
-        if len(rows):
-            index.add(rows.astype(np.uint64), self.vectors[rows])
-        self._hnsw = index
+        vectors = self.vectors[rows]  # a copy
+        size, generation = self.size, self._generation
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._install(_build_graph(self.dimension, rows, vectors), rows, size, generation)
+            return
+        self._building = True
+        future = loop.run_in_executor(None, _build_graph, self.dimension, rows, vectors)
+
+        def built(done: asyncio.Future[HnswIndex]) -> None:
+            self._building = False
+            if not done.cancelled() and done.exception() is None:
+                self._install(done.result(), rows, size, generation)
+            self._maybe_build()
+
+        future.add_done_callback(built)
+
+    def _install(self, graph: HnswIndex, rows: npt.NDArray[np.int64], size: int,
+                 generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._hnsw, self._graph_rows = graph, size
+        self._graph_dead = int(np.count_nonzero(~self.alive[rows]))
 
     @property
     def uses_hnsw(self) -> bool:
@@ -230,67 +268,68 @@ class Collection:
         if self.live == 0:
             return []
         excluded = None if exclude is None else self.rows.get(exclude)
-        if self._hnsw is not None and not exact:
-            mask = None if where.empty else self._mask(where)
-            if mask is None or int(mask.sum()) > SELECTIVE_ROWS:
-                hits = self._search_hnsw(query, k, mask, min_similarity, excluded)
-                if hits is not None:
-                    return hits
-        return self._search_exact(query, k, self._mask(where), min_similarity, excluded)
-
-    def _search_exact(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_],
-                      min_similarity: float | None, excluded: int | None) -> list[Hit]:
+        mask = self._mask(where)
         if excluded is not None:
             mask[excluded] = False
-        matching = int(mask.sum())
+        if self._hnsw is not None and not exact and int(mask.sum()) > SELECTIVE_ROWS:
+            found = self._search_hnsw(query, k, mask, min_similarity)
+            if found is not None:
+                return self._hits(*found, min_similarity)
+        return self._hits(*self._search_exact(query, k, mask, 0), min_similarity)
+
+    def _search_exact(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_],
+                      start: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
+        """The top ``k`` of the rows from ``start`` that ``mask`` keeps: (rows, scores)."""
+        part = mask[start:]
+        matching = int(part.sum())
         if matching == 0:
-            return []
-        if matching == self.size:
-            rows = None
-            scores = self.vectors[:self.size] @ query
-        elif matching * 4 < self.size:
-            rows = np.flatnonzero(mask)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if matching * 4 < len(part):
+            rows = np.flatnonzero(part) + start
             scores = self.vectors[rows] @ query
         else:
-            rows = None
-            scores = self.vectors[:self.size] @ query
-            scores[~mask] = -np.inf
+            rows = np.arange(start, self.size, dtype=np.int64)
+            scores = self.vectors[start:self.size] @ query
+            if matching < len(part):
+                scores[~part] = -np.inf
         take = min(k, matching)
         top = np.argpartition(-scores, take - 1)[:take] if take < len(scores) else np.arange(
             len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        found = top if rows is None else rows[top]
-        return self._hits(found, scores[top], min_similarity)
+        top = top[np.isfinite(scores[top])]
+        return rows[top], scores[top]
 
-    def _search_hnsw(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_] | None,
-                     min_similarity: float | None, excluded: int | None) -> list[Hit] | None:
-        assert self._hnsw is not None
-        wanted = k + (excluded is not None)
-        count = wanted * OVERFETCH
+    def _search_hnsw(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_],
+                     min_similarity: float | None,
+                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]] | None:
+        """The top ``k`` from the graph's candidates and the exactly searched tail; None when
+        the filter keeps too few candidates (the caller searches exactly)."""
+        graph = self._hnsw
+        assert graph is not None
+        total = len(graph)
+        alive_share = max(0.1, 1.0 - self._graph_dead / max(1, total))
+        count = min(total, int(k * OVERFETCH / alive_share) + 1)
         while True:
-            count = min(count, self.live)
-            matches = self._hnsw.search(query, count)
+            matches = graph.search(query, count)
             rows = np.asarray(matches.keys, dtype=np.int64)
             similarities = 1.0 - np.asarray(matches.distances, dtype=np.float64)
-            keep = np.ones(len(rows), dtype=np.bool_)
-            if mask is not None:
-                keep &= mask[rows]
-            if excluded is not None:
-                keep &= rows != excluded
-            if min_similarity is not None:
-                below = similarities < min_similarity
-                keep &= ~below
-                exhausted = bool(below.any())
-            else:
-                exhausted = False
-            if int(keep.sum()) >= k or exhausted or count >= self.live:
-                chosen = np.flatnonzero(keep)[:k]
-                if int(keep.sum()) < k and count >= self.live and mask is not None:
-                    return None  # the graph may miss some: answer exactly
-                return self._hits(rows[chosen], similarities[chosen], min_similarity)
-            if count * OVERFETCH > self.live // 2:
-                return None  # most of the collection: the exact path is as cheap
-            count *= OVERFETCH
+            keep = mask[rows]
+            enough = int(keep.sum()) >= k
+            below = min_similarity is not None and bool(
+                (similarities < min_similarity).any())
+            if enough or below or count >= total:
+                break
+            if count * OVERFETCH > total // 2:
+                return None  # most of the graph: the exact path is as cheap, and complete
+            count = min(total, count * OVERFETCH)
+        if not enough and not below and count >= total and len(rows) < total:
+            return None
+        graph_rows, graph_scores = rows[keep][:k], similarities[keep][:k]
+        tail_rows, tail_scores = self._search_exact(query, k, mask, self._graph_rows)
+        rows = np.concatenate([graph_rows, tail_rows])
+        scores = np.concatenate([graph_scores, tail_scores.astype(np.float64)])
+        order = np.argsort(-scores, kind="stable")[:k]
+        return rows[order], scores[order]
 
     def _hits(self, rows: npt.NDArray[np.int64], scores: npt.NDArray[np.floating],
               min_similarity: float | None) -> list[Hit]:
@@ -421,6 +460,12 @@ class FaceIndex:
         return collection.search(query, k, where=where, min_similarity=min_similarity,
                                  exclude=exclude, exact=exact)
 
+    def maintain(self) -> None:
+        """Start building the approximate index of every collection that needs one (on a
+        worker thread when an event loop runs, else at once)."""
+        for collection in self.collections.values():
+            collection._maybe_build()
+
     def has_dimension(self, dimension: int) -> bool:
         collection = self.collections.get(dimension)
         return collection is not None and collection.live > 0
@@ -471,9 +516,14 @@ class FaceIndex:
                     job = index._jobs.setdefault(key.job_pk, (job_ids[key.job_pk], {}))
                     job[1][key] = dimension
                     index._job_pks[job[0]] = key.job_pk
-                if collection.live >= hnsw_threshold:
-                    collection._build_hnsw()
                 index.collections[dimension] = collection
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a face index snapshot: {type(exc).__name__}") from None
         return index
+
+
+def _build_graph(dimension: int, rows: npt.NDArray[np.int64], vectors: Vectors) -> HnswIndex:
+    graph = HnswIndex(ndim=dimension, metric="ip", dtype="f32")
+    if len(rows):
+        graph.add(rows.astype(np.uint64), vectors)
+    return graph

@@ -163,6 +163,7 @@ class FaceSync:
         if loaded.cursors.delivery_id > delivery_id or loaded.cursors.audit_id > audit_id:
             return "ahead of the database (restored from a backup?)"
         self.index = loaded.index
+        self.index.maintain()
         self._cursors = loaded.cursors
         return None
 
