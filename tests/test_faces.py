@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,13 @@ import pytest
 import structlog
 
 from service.config import Settings
+from service.db import Database
 from service.faces import index as face_index
 from service.faces.snapshot import FILE_NAME
 from service.logging import configure_logging
 from service.privacy.keys import parse_keys
 from service.privacy.policy import BiometricPolicy
+from service.privacy.retention import Retention, purge
 from service.vectors import pack_doubles
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.biometrics import THUMBNAIL
@@ -497,3 +499,26 @@ async def test_the_index_survives_a_restart_from_its_encrypted_snapshot_and_a_co
         await indexed(client, reader, vectors[0], "kept", 2)
     assert "faces.snapshot_discarded" in events(json_logs)
     assert "faces.index_built" in events(json_logs)
+
+
+@pytest.mark.parametrize("retention", [Retention(jobs_days=1), Retention(biometrics_days=1)])
+async def test_a_purge_removes_the_faces_it_deleted_or_erased_from_the_index(
+        settings: Settings, read_token: str, retention: Retention) -> None:
+    tag = uuid.uuid4().hex[:6]
+    async with serve_in_process(settings) as client:
+        await deliver(client, image_job(f"old-{tag}", [person(VECTOR), person(NEAR)]))
+        await indexed(client, read_token, VECTOR, f"old-{tag}", 2)
+        database = Database.from_settings(settings)
+        try:
+            report = await purge(database, settings.encryption_keys, retention,
+                                 now=datetime.now(UTC) + timedelta(days=3), token_name="cli")
+        finally:
+            await database.dispose()
+        assert report.batches == 1
+
+        async def emptied() -> bool:
+            response = await search(client, read_token, {"embedding": VECTOR})
+            return response.status_code == 422 and response.json()["details"][
+                "dimensions"] == []
+
+        await eventually(emptied, "the purged faces gone from the index")
