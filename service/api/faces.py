@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -39,7 +40,8 @@ _FIELDS = frozenset({"embedding", "person", "k", "min_similarity", "allowlisted"
                      "received_after", "received_before", "exact"})
 
 
-class SearchRequest(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
     embedding: list[float] | None
     person: tuple[str, int, int] | None
     k: int
