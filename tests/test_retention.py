@@ -129,7 +129,10 @@ async def test_purge_deletes_old_jobs_and_erases_old_biometrics_in_audited_batch
     ]
     assert {r.token_name for r in records} == {"cli"}
     assert msgspec.json.decode(records[0].details) == {
-        "retain_jobs_days": "90", "retain_biometrics_days": "30"}
+        "retain_jobs_days": "90", "retain_biometrics_days": "30",
+        "received_before": (FAKE_NOW - timedelta(days=90)).isoformat()}
+    assert msgspec.json.decode(records[1].details)["received_before"] == (
+        FAKE_NOW - timedelta(days=30)).isoformat()
 
     before = await snapshot(settings)
     async with opened(settings) as database:

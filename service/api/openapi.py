@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api import params
+from service.api import faces, params
 from service.http import JSONResponse
 from service.vocabulary import (
     ACCEPTED_OUTCOMES,
@@ -104,6 +104,50 @@ def _upstream_schemas() -> dict[str, Schema]:
     }
 
 
+def _face_schemas() -> dict[str, Schema]:
+    unit = {"type": "number", "minimum": -1, "maximum": 1}
+    hit = _object(
+        ["job_id", "kind", "item_index", "external_id", "person_index", "start_seconds",
+         "end_seconds", "similarity", "allowlisted", "age", "gender"],
+        job_id=STRING, kind=_nullable({"type": "string", "enum": list(JOB_KINDS)}),
+        item_index=INTEGER, external_id=N_STRING, person_index=INTEGER,
+        start_seconds=N_NUMBER, end_seconds=N_NUMBER, similarity=unit, allowlisted=N_BOOL,
+        age=N_NUMBER, gender=N_STRING,
+        thumbnail_url={"type": "string", "description": "present when a thumbnail is stored"})
+    person = _object(job_id={"type": "string", "minLength": 1, "maxLength": 512},
+                     item_index={"type": "integer", "minimum": 0, "maximum": 999_999_999},
+                     person_index={"type": "integer", "minimum": 0, "maximum": 999_999_999})
+    person["additionalProperties"] = False
+    search = {
+        "type": "object",
+        "description": "either embedding or person; the filters narrow the faces searched",
+        "properties": {
+            "embedding": {"type": "array", "minItems": 1, "maxItems": faces.MAX_DIMENSION,
+                          "items": NUMBER,
+                          "description": "a face embedding (any length but zero); only "
+                                         "faces of the same dimension are compared"},
+            "person": person,
+            "k": {"type": "integer", "minimum": 1, "maximum": faces.MAX_K,
+                  "default": faces.DEFAULT_K},
+            "min_similarity": {"anyOf": [unit, {"type": "null"}]},
+            "allowlisted": {"anyOf": [{"type": "boolean"}, {"type": "null"}],
+                            "description": "false: faces not marked allowlisted"},
+            "kind": {"anyOf": [{"type": "string", "enum": list(JOB_KINDS)},
+                               {"type": "null"}]},
+            "received_after": {"anyOf": [DATETIME, {"type": "null"}],
+                               "description": "ISO 8601, exclusive"},
+            "received_before": {"anyOf": [DATETIME, {"type": "null"}],
+                                "description": "ISO 8601, exclusive"},
+            "exact": {"type": "boolean", "default": False,
+                      "description": "exact search even where the approximate index answers"},
+        },
+        "oneOf": [{"required": ["embedding"]}, {"required": ["person"]}],
+        "additionalProperties": False,
+    }
+    return {"FaceHit": hit, "FaceHits": _object(data={"type": "array", "items": _ref("FaceHit")}),
+            "FaceSearch": search}
+
+
 def _schemas() -> dict[str, Schema]:
     counts = _counts("items", "scenes", "activity", "sections", "segments", "ocr",
                      "person_scenes", "persons", "tags")
@@ -187,6 +231,7 @@ def _schemas() -> dict[str, Schema]:
             start_seconds=N_NUMBER, end_seconds=N_NUMBER, similarity=NUMBER),
         "People": {"allOf": [_ref("PeopleSummary"), _object(
             appearances={"type": "array", "items": _ref("Appearance")})]},
+        **_face_schemas(),
         **_upstream_schemas(),
     }
 
@@ -286,6 +331,53 @@ def _people_paths() -> dict[str, Schema]:
             LIMIT, CURSOR, tag="people")},
         "/v1/people/{person_id}": {"get": one, "delete": erase},
     }
+ITEM_INDEX = _param("item_index", "path", {"type": "integer", "minimum": 0},
+                    "the media item (0 for a video)")
+PERSON_INDEX = _param("person_index", "path", {"type": "integer", "minimum": 0},
+                      "the person within the item (a video's persons count across its scenes)")
+LOADING = "the database is unavailable, or the face index is still loading (index_loading)"
+
+
+def _face_paths() -> dict[str, Schema]:
+    search = _operation(
+        "Faces most similar to an embedding or to a stored person, across every job, most "
+        "similar first (cosine); a person never matches itself", {"200": _json("FaceHits")},
+        tag="faces")
+    search["requestBody"] = {"required": True, "content": {
+        "application/json": {"schema": _ref("FaceSearch")}}}
+    search["responses"].update({
+        "400": _error("not JSON (invalid_json)"),
+        "404": _error("no such job or person"),
+        "409": _error("the person's embedding is encrypted under a master key that is not "
+                      "configured (key_unavailable)"),
+        "413": _error("a body over 256 KiB"),
+        "422": _error("a bad field (details.parameter names it): an embedding with no "
+                      "direction or of a dimension no indexed face has, k out of range..."),
+        "503": _error(LOADING)})
+    similar = _operation(
+        "The faces most similar to this person's, across every job",
+        {"200": _json("FaceHits")}, JOB_ID, ITEM_INDEX, PERSON_INDEX,
+        _param("k", "query", {"type": "integer", "minimum": 1, "maximum": faces.MAX_K,
+                              "default": faces.DEFAULT_K}, "how many hits at most"),
+        _param("min_similarity", "query", {"type": "number", "minimum": -1, "maximum": 1},
+               "cosine similarity at least"),
+        not_found=True, sealed=True, tag="faces")
+    similar["responses"]["404"] = _error("no such job or person")
+    similar["responses"]["503"] = _error(LOADING)
+    image = {"schema": {"type": "string", "format": "binary"}}
+    thumbnail = _operation(
+        "The person's face thumbnail: its bytes, with a type sniffed from them",
+        {"200": {"description": "the image", "headers": {"X-Content-Type-Options": {
+            "description": "nosniff", "schema": {"type": "string"}}},
+            "content": dict.fromkeys(("image/jpeg", "image/png", "image/gif", "image/webp",
+                                      "application/octet-stream"), image)}},
+        JOB_ID, ITEM_INDEX, PERSON_INDEX, not_found=True, sealed=True, tag="faces")
+    thumbnail["responses"]["404"] = _error(
+        "no such job or person, or no thumbnail stored (dropped, erased or never sent)")
+    person = "/v1/jobs/{job_id}/persons/{item_index}/{person_index}"
+    return {"/v1/faces/search": {"post": search},
+            f"{person}/similar": {"get": similar},
+            f"{person}/thumbnail": {"get": thumbnail}}
 
 
 def _paths() -> dict[str, Schema]:
@@ -349,6 +441,7 @@ def _paths() -> dict[str, Schema]:
             sealed=name == "persons")}
            for name, schema in entity_schemas.items()},
         "/v1/jobs/{job_id}/persons/{item_index}/{person_index}": {"delete": _erase_person()},
+        **_face_paths(),
         "/v1/search/ocr": {"get": _operation(
             "OCR text across all jobs, in relevance order", {"200": _json("OcrHitPage")},
             _param("q", "query", {"type": "string", "minLength": 1, "maxLength": 200},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from service.api import audit, catalog, deliveries, jobs, people, persons
+from service.api import audit, catalog, deliveries, faces, jobs, people, persons
 
 
 def api_routes() -> list[Route]:
@@ -23,6 +23,11 @@ def api_routes() -> list[Route]:
         *entity_routes,
         Route("/v1/jobs/{job_id}/persons/{item_index}/{person_index}", persons.erase_person,
               methods=["DELETE"]),
+        Route("/v1/jobs/{job_id}/persons/{item_index}/{person_index}/similar",
+              faces.similar_faces, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/persons/{item_index}/{person_index}/thumbnail",
+              faces.thumbnail, methods=["GET"]),
+        Route("/v1/faces/search", faces.search_faces, methods=["POST"]),
         Route("/v1/search/ocr", catalog.search_ocr, methods=["GET"]),
         Route("/v1/sections", catalog.list_sections, methods=["GET"]),
         Route("/v1/tags", catalog.list_tags, methods=["GET"]),

@@ -1,0 +1,1 @@
+"""Face search: an in-memory index of face embeddings, kept in step with the database."""

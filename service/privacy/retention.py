@@ -103,7 +103,7 @@ async def purge(database: Database, keyring: Keyring | None, retention: Retentio
     say = progress or (lambda _message: None)
     if jobs_cutoff is not None:
         async for batch in _batches(database, jobs_cutoff, batch_size, with_persons=False):
-            deleted = await _delete_jobs(database, batch, token_name, retention)
+            deleted = await _delete_jobs(database, batch, token_name, retention, jobs_cutoff)
             report.jobs_deleted += deleted
             report.batches += 1
             say(f"batch {report.batches}: deleted {deleted} job(s) received before "
@@ -112,7 +112,7 @@ async def purge(database: Database, keyring: Keyring | None, retention: Retentio
         async for batch in _batches(database, biometrics_cutoff, batch_size, with_persons=True):
             async with database.write() as conn:
                 erased, jobs, skipped = await conn.run_sync(
-                    _erase_batch, batch, keyring, token_name, retention)
+                    _erase_batch, batch, keyring, token_name, retention, biometrics_cutoff)
             report.persons_erased += erased
             report.jobs_with_persons_erased += jobs
             report.skipped_jobs += skipped
@@ -152,16 +152,19 @@ def _fetch(conn: sa.Connection, query: sa.Select[tuple[int, str]]) -> Sequence[s
 
 
 def _entry(token_name: str, retention: Retention, *, jobs_deleted: int,
-           persons_erased: int) -> audit.AuditEntry:
+           persons_erased: int, cutoff: datetime) -> audit.AuditEntry:
+    # ``received_before``: the batch's cut-off, so that followers (the face index) know which
+    # jobs it concerned.
     details = {name: str(days) for name, days in (
         ("retain_jobs_days", retention.jobs_days),
         ("retain_biometrics_days", retention.biometrics_days)) if days is not None}
+    details["received_before"] = cutoff.isoformat()
     return audit.AuditEntry("purge", token_name, counts={
         "jobs_deleted": jobs_deleted, "persons_erased": persons_erased}, details=details)
 
 
 async def _delete_jobs(database: Database, job_ids: Sequence[str], token_name: str,
-                       retention: Retention) -> int:
+                       retention: Retention, cutoff: datetime) -> int:
     writer = database.writer()
     async with writer.transaction():
         deleted = 0
@@ -170,12 +173,13 @@ async def _delete_jobs(database: Database, job_ids: Sequence[str], token_name: s
                 deleted += 1
         if deleted:
             await audit.record_in(writer, _entry(token_name, retention, jobs_deleted=deleted,
-                                                 persons_erased=0))
+                                                 persons_erased=0, cutoff=cutoff))
     return deleted
 
 
 def _erase_batch(conn: sa.Connection, job_ids: Sequence[str], keyring: Keyring | None,
-                 token_name: str, retention: Retention) -> tuple[int, int, list[str]]:
+                 token_name: str, retention: Retention,
+                 cutoff: datetime) -> tuple[int, int, list[str]]:
     persons = jobs = 0
     skipped: list[str] = []
     for job_id in job_ids:
@@ -192,7 +196,7 @@ def _erase_batch(conn: sa.Connection, job_ids: Sequence[str], keyring: Keyring |
         jobs += 1 if erased.changed else 0
     if persons:
         audit.record(conn, _entry(token_name, retention, jobs_deleted=0,
-                                  persons_erased=persons))
+                                  persons_erased=persons, cutoff=cutoff))
     return persons, jobs, skipped
 
 

@@ -1,0 +1,529 @@
+"""The face index: per embedding dimension, a collection of unit-normalized float32 vectors
+with parallel metadata arrays, searched by cosine similarity.
+
+Each process (uvicorn worker, replica) holds its own index in memory; :mod:`service.faces.sync`
+fills it from the database and keeps it in step. Nothing here touches the database, and no
+vector, similarity of a person or demographic value is ever logged.
+
+A :class:`Collection` holds the faces of one dimension (vectors of different dimensions are
+never compared). Rows are appended into preallocated arrays whose capacity doubles; a removed
+face is tombstoned (its vector zeroed at once, its row compacted away later). Search is exact
+(``vectors @ query`` with numpy) for small collections, for ``exact=True`` and for selective
+filters (the matching rows only); past :data:`HNSW_THRESHOLD` faces an approximate HNSW index
+(``usearch``) answers, over-fetching and filtering by the metadata arrays, and falling back to
+the exact path when too few candidates pass the filter. So a filter matching 1% of the faces
+still returns ``k`` hits.
+
+For people clustering: :meth:`FaceIndex.faces` returns, for a dimension, the keys
+``(job_pk, item_index, person_index)`` and the vectors (a copy) of the faces asked for, or of
+every face; :attr:`FaceIndex.dimensions` lists the dimensions held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from usearch.index import Index as HnswIndex
+
+HNSW_THRESHOLD = 50_000
+"""Live faces of one dimension from which searches use the HNSW index (unless ``exact``)."""
+SELECTIVE_ROWS = 20_000
+"""A filter matching at most this many faces is answered exactly over those rows."""
+OVERFETCH = 4
+"""HNSW candidates fetched per hit wanted; multiplied by 4 again while too few pass."""
+REBUILD_ROWS = 10_000
+"""The graph is rebuilt once this many rows (or a tenth of it, if more) were added to the
+collection or removed from it since it was built."""
+_INITIAL_CAPACITY = 1024
+
+KINDS = ("video", "image_batch")
+_KIND_CODES = {kind: code for code, kind in enumerate(KINDS, start=1)}
+
+Vectors = npt.NDArray[np.float32]
+
+
+class FaceKey(NamedTuple):
+    """One face observation: the job's primary key, its item and person index."""
+
+    job_pk: int
+    item_index: int
+    person_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """A face to index (the vector as decoded from the database, not yet normalized)."""
+
+    key: FaceKey
+    job_id: str
+    vector: Sequence[float]
+    kind: str | None
+    received_at: float  # seconds since the epoch
+    allowlisted: bool | None
+    has_thumbnail: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FaceFilter:
+    """What the faces searched must be; None: anything."""
+
+    allowlisted: bool | None = None  # False: not marked allowlisted (false or absent)
+    kind: str | None = None
+    received_after: float | None = None  # exclusive, seconds since the epoch
+    received_before: float | None = None  # exclusive
+
+    @property
+    def empty(self) -> bool:
+        return (self.allowlisted is None and self.kind is None and self.received_after is None
+                and self.received_before is None)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    key: FaceKey
+    similarity: float
+
+
+class InvalidVector(ValueError):
+    """A query or face vector that has no direction: empty, not finite, or zero."""
+
+
+def normalized(vector: Sequence[float] | npt.NDArray[np.floating]) -> Vectors:
+    """``vector`` as a unit float32 vector; InvalidVector when that is impossible."""
+    array = np.asarray(vector, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise InvalidVector("an embedding is a non-empty list of numbers")
+    if not np.isfinite(array).all():
+        raise InvalidVector("an embedding holds only finite numbers")
+    largest = float(np.abs(array).max())
+    if largest == 0.0:
+        raise InvalidVector("an embedding of length zero has no direction")
+    scaled = array / largest  # no overflow in the norm, whatever the magnitude
+    unit: Vectors = (scaled / float(np.linalg.norm(scaled))).astype(np.float32)
+    return unit
+
+
+class Collection:
+    """The faces of one dimension."""
+
+    def __init__(self, dimension: int, *, hnsw_threshold: int = HNSW_THRESHOLD) -> None:
+        self.dimension = dimension
+        self.hnsw_threshold = hnsw_threshold
+        self.size = 0  # rows used, tombstones included
+        self.live = 0
+        self._allocate(_INITIAL_CAPACITY)
+        self.rows: dict[FaceKey, int] = {}
+        self._hnsw: HnswIndex | None = None
+        self._graph_rows = 0  # rows below this were given to the graph
+        self._graph_dead = 0  # of those, rows removed since
+        self._building = False
+        self._generation = 0
+
+    def _allocate(self, capacity: int) -> None:
+        def grow(name: str, dtype: Any, shape: tuple[int, ...]) -> Any:
+            new = np.zeros(shape, dtype=dtype)
+            old = getattr(self, name, None)
+            if old is not None:
+                new[:self.size] = old[:self.size]
+            return new
+
+        self.vectors: Vectors = grow("vectors", np.float32, (capacity, self.dimension))
+        self.job_pk: npt.NDArray[np.int64] = grow("job_pk", np.int64, (capacity,))
+        self.item_index: npt.NDArray[np.int32] = grow("item_index", np.int32, (capacity,))
+        self.person_index: npt.NDArray[np.int32] = grow("person_index", np.int32, (capacity,))
+        self.kind: npt.NDArray[np.int8] = grow("kind", np.int8, (capacity,))
+        self.received_at: npt.NDArray[np.float64] = grow("received_at", np.float64,
+                                                         (capacity,))
+        # 1: allowlisted, 0: not, -1: not said
+        self.allowlisted: npt.NDArray[np.int8] = grow("allowlisted", np.int8, (capacity,))
+        self.has_thumbnail: npt.NDArray[np.bool_] = grow("has_thumbnail", np.bool_,
+                                                         (capacity,))
+        self.alive: npt.NDArray[np.bool_] = grow("alive", np.bool_, (capacity,))
+        self.capacity = capacity
+
+    def add(self, faces: Sequence[Face], vectors: Vectors) -> None:
+        """Append ``faces`` (their keys not in the collection) with their unit ``vectors``."""
+        count = len(faces)
+        if self.size + count > self.capacity:
+            capacity = self.capacity
+            while self.size + count > capacity:
+                capacity *= 2
+            self._allocate(capacity)
+        start, stop = self.size, self.size + count
+        self.vectors[start:stop] = vectors
+        self.job_pk[start:stop] = [f.key.job_pk for f in faces]
+        self.item_index[start:stop] = [f.key.item_index for f in faces]
+        self.person_index[start:stop] = [f.key.person_index for f in faces]
+        self.kind[start:stop] = [_KIND_CODES.get(f.kind or "", 0) for f in faces]
+        self.received_at[start:stop] = [f.received_at for f in faces]
+        self.allowlisted[start:stop] = [-1 if f.allowlisted is None else int(f.allowlisted)
+                                        for f in faces]
+        self.has_thumbnail[start:stop] = [f.has_thumbnail for f in faces]
+        self.alive[start:stop] = True
+        for row, face in enumerate(faces, start=start):
+            self.rows[face.key] = row
+        self.size = stop
+        self.live += count
+        self._maybe_build()
+
+    def remove(self, keys: Iterable[FaceKey]) -> int:
+        rows = [row for row in (self.rows.pop(key, None) for key in keys) if row is not None]
+        if not rows:
+            return 0
+        found = np.asarray(rows, dtype=np.int64)
+        self.alive[found] = False
+        self.vectors[found] = 0.0  # an erased face does not linger in memory
+        self.live -= len(rows)
+        self._graph_dead += int(np.count_nonzero(found < self._graph_rows))
+        if self.size > _INITIAL_CAPACITY and self.live < self.size // 2:
+            self._compact()
+        return len(rows)
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self.alive[:self.size])
+        for name in ("vectors", "job_pk", "item_index", "person_index", "kind", "received_at",
+                     "allowlisted", "has_thumbnail", "alive"):
+            array = getattr(self, name)
+            array[:len(keep)] = array[keep]
+            array[len(keep):self.size] = 0
+        self.size = len(keep)
+        self.rows = {FaceKey(int(self.job_pk[r]), int(self.item_index[r]),
+                             int(self.person_index[r])): r for r in range(self.size)}
+        self._generation += 1  # row numbers changed: a graph of the old ones is useless
+        self._hnsw, self._graph_rows, self._graph_dead = None, 0, 0
+        self._maybe_build()
+
+    # --- the approximate index ---------------------------------------------------------------
+    #
+    # The HNSW graph covers the rows below ``_graph_rows``; rows added since (the tail) are
+    # searched exactly, and removed rows are filtered out by ``alive``. When the tail or the
+    # removed rows grow past a tenth of the graph, a new graph is built from a copy of the
+    # vectors on a worker thread (building costs about a millisecond per face on a busy
+    # 2-core machine: it must never hold the event loop) and swapped in when done.
+
+    def _maybe_build(self) -> None:
+        if self._building or self.live < self.hnsw_threshold:
+            return
+        tail = self.size - self._graph_rows
+        if self._hnsw is not None and tail < max(REBUILD_ROWS, self._graph_rows // 10) and (
+                self._graph_dead < max(REBUILD_ROWS, self._graph_rows // 10)):
+            return
+        rows = np.flatnonzero(self.alive[:self.size])
+        vectors = self.vectors[rows]  # a copy
+        size, generation = self.size, self._generation
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._install(_build_graph(self.dimension, rows, vectors), rows, size, generation)
+            return
+        self._building = True
+        future = loop.run_in_executor(None, _build_graph, self.dimension, rows, vectors)
+
+        def built(done: asyncio.Future[HnswIndex]) -> None:
+            self._building = False
+            if not done.cancelled() and done.exception() is None:
+                self._install(done.result(), rows, size, generation)
+            self._maybe_build()
+
+        future.add_done_callback(built)
+
+    def _install(self, graph: HnswIndex, rows: npt.NDArray[np.int64], size: int,
+                 generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._hnsw, self._graph_rows = graph, size
+        self._graph_dead = int(np.count_nonzero(~self.alive[rows]))
+
+    @property
+    def uses_hnsw(self) -> bool:
+        return self._hnsw is not None
+
+    def vector_of(self, key: FaceKey) -> Vectors | None:
+        row = self.rows.get(key)
+        return None if row is None else self.vectors[row].copy()
+
+    def _mask(self, where: FaceFilter) -> npt.NDArray[np.bool_]:
+        n = self.size
+        mask = self.alive[:n].copy()
+        if where.allowlisted is not None:
+            mask &= (self.allowlisted[:n] == 1) if where.allowlisted else (
+                self.allowlisted[:n] != 1)
+        if where.kind is not None:
+            mask &= self.kind[:n] == _KIND_CODES.get(where.kind, -1)
+        if where.received_after is not None:
+            mask &= self.received_at[:n] > where.received_after
+        if where.received_before is not None:
+            mask &= self.received_at[:n] < where.received_before
+        return mask
+
+    def search(self, query: Vectors, k: int, *, where: FaceFilter = FaceFilter(),
+               min_similarity: float | None = None, exclude: FaceKey | None = None,
+               exact: bool = False) -> list[Hit]:
+        """The ``k`` most similar faces passing ``where``, most similar first."""
+        if self.live == 0:
+            return []
+        excluded = None if exclude is None else self.rows.get(exclude)
+        mask = self._mask(where)
+        if excluded is not None:
+            mask[excluded] = False
+        if self._hnsw is not None and not exact and int(mask.sum()) > SELECTIVE_ROWS:
+            found = self._search_hnsw(query, k, mask, min_similarity)
+            if found is not None:
+                return self._hits(*found, min_similarity)
+        return self._hits(*self._search_exact(query, k, mask, 0), min_similarity)
+
+    def _search_exact(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_],
+                      start: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]:
+        """The top ``k`` of the rows from ``start`` that ``mask`` keeps: (rows, scores)."""
+        part = mask[start:]
+        matching = int(part.sum())
+        if matching == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if matching * 4 < len(part):
+            rows = np.flatnonzero(part) + start
+            scores = self.vectors[rows] @ query
+        else:
+            rows = np.arange(start, self.size, dtype=np.int64)
+            scores = self.vectors[start:self.size] @ query
+            if matching < len(part):
+                scores[~part] = -np.inf
+        take = min(k, matching)
+        top = np.argpartition(-scores, take - 1)[:take] if take < len(scores) else np.arange(
+            len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[np.isfinite(scores[top])]
+        return rows[top], scores[top]
+
+    def _search_hnsw(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_],
+                     min_similarity: float | None,
+                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]] | None:
+        """The top ``k`` from the graph's candidates and the exactly searched tail; None when
+        the filter keeps too few candidates (the caller searches exactly)."""
+        graph = self._hnsw
+        assert graph is not None
+        total = len(graph)
+        alive_share = max(0.1, 1.0 - self._graph_dead / max(1, total))
+        count = min(total, int(k * OVERFETCH / alive_share) + 1)
+        while True:
+            matches = graph.search(query, count)
+            rows = np.asarray(matches.keys, dtype=np.int64)
+            similarities = 1.0 - np.asarray(matches.distances, dtype=np.float64)
+            keep = mask[rows]
+            enough = int(keep.sum()) >= k
+            below = min_similarity is not None and bool(
+                (similarities < min_similarity).any())
+            if enough or below or count >= total:
+                break
+            if count * OVERFETCH > total // 2:
+                return None  # most of the graph: the exact path is as cheap, and complete
+            count = min(total, count * OVERFETCH)
+        if not enough and not below and count >= total and len(rows) < total:
+            return None
+        graph_rows, graph_scores = rows[keep][:k], similarities[keep][:k]
+        tail_rows, tail_scores = self._search_exact(query, k, mask, self._graph_rows)
+        rows = np.concatenate([graph_rows, tail_rows])
+        scores = np.concatenate([graph_scores, tail_scores.astype(np.float64)])
+        order = np.argsort(-scores, kind="stable")[:k]
+        return rows[order], scores[order]
+
+    def _hits(self, rows: npt.NDArray[np.int64], scores: npt.NDArray[np.floating],
+              min_similarity: float | None) -> list[Hit]:
+        hits = []
+        for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+            if min_similarity is not None and score < min_similarity:
+                break
+            hits.append(Hit(FaceKey(int(self.job_pk[row]), int(self.item_index[row]),
+                                    int(self.person_index[row])),
+                            max(-1.0, min(1.0, float(score)))))
+        return hits
+
+
+class FaceIndex:
+    """Every collection, and which faces each job has (for removal by job)."""
+
+    def __init__(self, *, hnsw_threshold: int = HNSW_THRESHOLD) -> None:
+        self.hnsw_threshold = hnsw_threshold
+        self.collections: dict[int, Collection] = {}
+        # job_pk -> (job_id, its faces' keys and dimension)
+        self._jobs: dict[int, tuple[str, dict[FaceKey, int]]] = {}
+        self._job_pks: dict[str, int] = {}
+
+    @property
+    def dimensions(self) -> list[int]:
+        return sorted(d for d, c in self.collections.items() if c.live)
+
+    def __len__(self) -> int:
+        return sum(c.live for c in self.collections.values())
+
+    def job_pks(self) -> list[int]:
+        return list(self._jobs)
+
+    def received_before(self, cutoff: float) -> list[int]:
+        """The indexed jobs with a face received before ``cutoff`` (epoch seconds)."""
+        found: set[int] = set()
+        for collection in self.collections.values():
+            n = collection.size
+            rows = collection.alive[:n] & (collection.received_at[:n] < cutoff)
+            found.update(collection.job_pk[:n][rows].tolist())
+        return sorted(found)
+
+    def add(self, faces: Sequence[Face]) -> dict[int, tuple[list[FaceKey], Vectors]]:
+        """Index ``faces`` (replacing any face of the same key); returns, per dimension, the
+        keys and unit vectors added. A face whose vector has no direction is skipped."""
+        by_dimension: dict[int, tuple[list[Face], list[Vectors]]] = {}
+        for face in faces:
+            try:
+                vector = normalized(face.vector)
+            except InvalidVector:
+                continue
+            self.remove_faces([face.key])
+            pending = by_dimension.setdefault(len(vector), ([], []))
+            pending[0].append(face)
+            pending[1].append(vector)
+        added: dict[int, tuple[list[FaceKey], Vectors]] = {}
+        for dimension, (group, vectors) in by_dimension.items():
+            collection = self.collections.get(dimension)
+            if collection is None:
+                collection = self.collections[dimension] = Collection(
+                    dimension, hnsw_threshold=self.hnsw_threshold)
+            matrix = np.ascontiguousarray(np.vstack(vectors), dtype=np.float32)
+            collection.add(group, matrix)
+            for face in group:
+                job = self._jobs.setdefault(face.key.job_pk, (face.job_id, {}))
+                job[1][face.key] = dimension
+                self._job_pks[face.job_id] = face.key.job_pk
+            added[dimension] = ([f.key for f in group], matrix)
+        return added
+
+    def remove_faces(self, keys: Iterable[FaceKey]) -> int:
+        removed = 0
+        for key in keys:
+            job = self._jobs.get(key.job_pk)
+            if job is None or key not in job[1]:
+                continue
+            dimension = job[1].pop(key)
+            removed += self.collections[dimension].remove([key])
+            if not job[1]:
+                self._forget_job(key.job_pk)
+        return removed
+
+    def remove_job(self, *, job_pk: int | None = None, job_id: str | None = None) -> int:
+        """Remove every face of a job (by primary key or job id)."""
+        if job_pk is None and job_id is not None:
+            job_pk = self._job_pks.get(job_id)
+        if job_pk is None or job_pk not in self._jobs:
+            return 0
+        return self.remove_faces(list(self._jobs[job_pk][1]))
+
+    def _forget_job(self, job_pk: int) -> None:
+        job_id, _ = self._jobs.pop(job_pk)
+        if self._job_pks.get(job_id) == job_pk:
+            del self._job_pks[job_id]
+
+    def job_pk_of(self, job_id: str) -> int | None:
+        return self._job_pks.get(job_id)
+
+    def vector_of(self, key: FaceKey) -> Vectors | None:
+        job = self._jobs.get(key.job_pk)
+        if job is None or key not in job[1]:
+            return None
+        return self.collections[job[1][key]].vector_of(key)
+
+    def faces(self, dimension: int,
+              keys: Iterable[FaceKey] | None = None) -> tuple[list[FaceKey], Vectors]:
+        """The keys and unit vectors (a copy) of ``keys`` (those indexed) in ``dimension``,
+        or of every face of that dimension when ``keys`` is None."""
+        collection = self.collections.get(dimension)
+        if collection is None:
+            return [], np.zeros((0, dimension), dtype=np.float32)
+        if keys is None:
+            rows = np.flatnonzero(collection.alive[:collection.size])
+        else:
+            rows = np.asarray([r for r in (collection.rows.get(k) for k in keys)
+                               if r is not None], dtype=np.int64)
+        found = [FaceKey(int(collection.job_pk[r]), int(collection.item_index[r]),
+                         int(collection.person_index[r])) for r in rows.tolist()]
+        return found, collection.vectors[rows].copy()
+
+    def search(self, query: Vectors, k: int, *, where: FaceFilter = FaceFilter(),
+               min_similarity: float | None = None, exclude: FaceKey | None = None,
+               exact: bool = False) -> list[Hit]:
+        """``query`` is a unit vector (see :func:`normalized`); an unknown dimension: no hit."""
+        collection = self.collections.get(len(query))
+        if collection is None:
+            return []
+        return collection.search(query, k, where=where, min_similarity=min_similarity,
+                                 exclude=exclude, exact=exact)
+
+    def maintain(self) -> None:
+        """Start building the approximate index of every collection that needs one (on a
+        worker thread when an event loop runs, else at once)."""
+        for collection in self.collections.values():
+            collection._maybe_build()
+
+    def has_dimension(self, dimension: int) -> bool:
+        collection = self.collections.get(dimension)
+        return collection is not None and collection.live > 0
+
+    # --- the snapshot's contents (see service.faces.snapshot) ---------------------------------
+
+    _ARRAYS = ("job_pk", "item_index", "person_index", "kind", "received_at", "allowlisted",
+               "has_thumbnail")
+
+    def export(self) -> dict[str, object]:
+        """The live faces as plain arrays (bytes) and the job ids, for the snapshot."""
+        collections = []
+        for dimension, collection in self.collections.items():
+            rows = np.flatnonzero(collection.alive[:collection.size])
+            if not len(rows):
+                continue
+            arrays = {name: getattr(collection, name)[rows].tobytes() for name in self._ARRAYS}
+            collections.append({"dimension": dimension, "count": len(rows),
+                                "vectors": collection.vectors[rows].tobytes(), **arrays})
+        return {"collections": collections,
+                "jobs": [[pk, job_id] for pk, (job_id, _) in self._jobs.items()]}
+
+    @classmethod
+    def restore(cls, data: dict[str, object], *,
+                hnsw_threshold: int = HNSW_THRESHOLD) -> FaceIndex:
+        """The index :meth:`export` described; ValueError when ``data`` is not one."""
+        index = cls(hnsw_threshold=hnsw_threshold)
+        try:
+            job_ids = {int(pk): str(job_id) for pk, job_id in data["jobs"]}  # type: ignore[attr-defined]
+            for part in data["collections"]:  # type: ignore[attr-defined]
+                dimension, count = int(part["dimension"]), int(part["count"])
+                collection = Collection(dimension, hnsw_threshold=hnsw_threshold)
+                capacity = _INITIAL_CAPACITY
+                while capacity < count:
+                    capacity *= 2
+                collection._allocate(capacity)
+                vectors = np.frombuffer(part["vectors"], dtype=np.float32)
+                collection.vectors[:count] = vectors.reshape(count, dimension)
+                for name in cls._ARRAYS:
+                    array = getattr(collection, name)
+                    array[:count] = np.frombuffer(part[name], dtype=array.dtype)
+                collection.alive[:count] = True
+                collection.size = collection.live = count
+                for row in range(count):
+                    key = FaceKey(int(collection.job_pk[row]), int(collection.item_index[row]),
+                                  int(collection.person_index[row]))
+                    collection.rows[key] = row
+                    job = index._jobs.setdefault(key.job_pk, (job_ids[key.job_pk], {}))
+                    job[1][key] = dimension
+                    index._job_pks[job[0]] = key.job_pk
+                index.collections[dimension] = collection
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a face index snapshot: {type(exc).__name__}") from None
+        return index
+
+
+def _build_graph(dimension: int, rows: npt.NDArray[np.int64], vectors: Vectors) -> HnswIndex:
+    graph = HnswIndex(ndim=dimension, metric="ip", dtype="f32")
+    if len(rows):
+        graph.add(rows.astype(np.uint64), vectors)
+    return graph

@@ -1,0 +1,283 @@
+"""Keeping the face index in step with the database: the start-up load (snapshot or build)
+and the tailer.
+
+Start-up (in the background; the service answers meanwhile, and face searches answer 503
+``index_loading`` until the index is ready): the encrypted snapshot
+(:mod:`service.faces.snapshot`) is loaded when it is valid for this database, else the index is
+built from the tables, 500 jobs a read. The tail cursors are taken before the build, so nothing
+committed meanwhile is missed.
+
+The tailer polls every :data:`POLL_SECONDS` with one read: deliveries above its cursor whose
+outcome is ``stored`` or ``updated`` re-sync their job (its faces removed, its current faces
+read, opened and added); audit records ``job_erased``, ``person_erased`` and ``people_erased``
+re-sync the job they name; ``purge`` re-syncs the indexed jobs received before its cut-off
+(``details.received_before``); a record naming no job, and ``policy_changed``, re-sync every
+indexed job. One read per batch of changed jobs. Every replica and worker runs its own tailer,
+so all of them converge within about a second of a commit.
+
+The snapshot is rewritten every :data:`SNAPSHOT_SECONDS` while the index changes, at shutdown,
+and on the tailer's next round after an erasure, so an erased face does not linger on disk.
+
+Hook for people clustering: :attr:`FaceSync.on_faces_added` is a list of async callables
+``hook(faces: list[FaceKey], dimension: int, vectors: numpy.ndarray)`` (unit float32 vectors,
+one row per key) awaited after the tailer indexes new faces (not for the faces present at
+start-up: read those with :meth:`service.faces.index.FaceIndex.faces`). A hook that raises is
+logged and does not stop the tailer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from service.db import UNAVAILABLE_ERRORS, Database, describe_error
+from service.faces import index as face_index
+from service.faces import snapshot, source
+from service.faces.index import FaceIndex, FaceKey, Vectors
+from service.privacy.keys import Keyring
+
+log = structlog.get_logger("service.faces")
+
+POLL_SECONDS = 1.0
+SNAPSHOT_SECONDS = 60.0
+BUILD_BATCH = 500
+RESYNC_BATCH = 500
+
+FacesAdded = Callable[[list[FaceKey], int, Vectors], Awaitable[None]]
+
+
+class FaceSync:
+    """The index of this process and the task that keeps it current."""
+
+    def __init__(self, database: Database, keyring: Keyring | None, snapshot_path: Path,
+                 database_name: str, *, poll_seconds: float = POLL_SECONDS,
+                 snapshot_seconds: float = SNAPSHOT_SECONDS,
+                 hnsw_threshold: int | None = None) -> None:
+        self.database = database
+        self.keyring = keyring
+        self.snapshot_path = snapshot_path
+        self.database_name = database_name
+        self.poll_seconds = poll_seconds
+        self.snapshot_seconds = snapshot_seconds
+        self.hnsw_threshold = (face_index.HNSW_THRESHOLD if hnsw_threshold is None
+                               else hnsw_threshold)
+        self.index = FaceIndex(hnsw_threshold=self.hnsw_threshold)
+        self.ready = False
+        self.loaded_from: str | None = None  # "snapshot" or "database" once ready
+        self.on_faces_added: list[FacesAdded] = []
+        self._cursors = snapshot.Cursors()
+        self._seen_deliveries: set[int] = set()
+        self._seen_records: set[int] = set()
+        self._seeding = True  # the first round after loading: what the cursors cover is known
+        self._dirty = False
+        self._erased = False
+        self._last_snapshot = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="face-index")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.ready and (self._dirty or self._erased):
+            await self._save()
+
+    async def _run(self) -> None:
+        while not self.ready:
+            try:
+                await self._load()
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("faces.load_failed", **describe_error(exc))
+                await asyncio.sleep(self.poll_seconds * 5)
+            except Exception as exc:  # never leave the index behind for good: try again
+                log.error("faces.load_error", error_type=type(exc).__name__, exc_info=exc)
+                await asyncio.sleep(self.poll_seconds * 5)
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                await self.poll()
+                if self._erased or (self._dirty and time.monotonic() - self._last_snapshot
+                                    > self.snapshot_seconds):
+                    await self._save()
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("faces.sync_failed", **describe_error(exc))
+                await asyncio.sleep(self.poll_seconds * 4)
+            except Exception as exc:
+                log.error("faces.sync_error", error_type=type(exc).__name__, exc_info=exc)
+                await asyncio.sleep(self.poll_seconds * 4)
+
+    async def _load(self) -> None:
+        started = time.monotonic()
+        reason = await self._try_snapshot()
+        if reason is None:
+            self.loaded_from = "snapshot"
+            self.ready = True
+            log.info("faces.snapshot_loaded", faces=len(self.index),
+                     seconds=round(time.monotonic() - started, 3))
+            await self.poll()
+            return
+        if reason != "no snapshot":
+            log.warning("faces.snapshot_discarded", reason=reason)
+            await asyncio.to_thread(snapshot.remove, self.snapshot_path)
+        delivery_id, audit_id = await self.database.run_read(source.max_ids)
+        self.index = FaceIndex(hnsw_threshold=self.hnsw_threshold)
+        after = 0
+        while True:
+            pks = await self.database.run_read(source.job_pks_after, after, BUILD_BATCH)
+            if not pks:
+                break
+            found = await self.database.run_read(source.faces_of_jobs, self.keyring, pks=pks)
+            self.index.add(found.faces)
+            after = pks[-1]
+            await asyncio.sleep(0)
+        self._cursors = snapshot.Cursors(delivery_id, audit_id)
+        self.loaded_from = "database"
+        self.ready = True
+        self._dirty = True
+        log.info("faces.index_built", faces=len(self.index), dimensions=self.index.dimensions,
+                 seconds=round(time.monotonic() - started, 3))
+        await self.poll()
+        await self._save()
+
+    async def _try_snapshot(self) -> str | None:
+        """None when the snapshot was loaded, else why not."""
+        try:
+            loaded = await asyncio.to_thread(
+                snapshot.read, self.snapshot_path, self.keyring, self.database_name,
+                hnsw_threshold=self.hnsw_threshold)
+        except snapshot.SnapshotUnusable as exc:
+            return str(exc)
+        delivery_id, audit_id = await self.database.run_read(source.max_ids)
+        if loaded.cursors.delivery_id > delivery_id or loaded.cursors.audit_id > audit_id:
+            return "ahead of the database (restored from a backup?)"
+        self.index = loaded.index
+        self.index.maintain()
+        self._cursors = loaded.cursors
+        return None
+
+    async def _save(self) -> None:
+        self._dirty = self._erased = False
+        self._last_snapshot = time.monotonic()
+        if self.keyring is None:
+            return  # never written in plaintext
+        if not len(self.index):
+            await asyncio.to_thread(snapshot.remove, self.snapshot_path)
+            return  # nothing worth keeping: an empty index is rebuilt at once
+        exported = self.index.export()
+        try:
+            size = await asyncio.to_thread(
+                snapshot.write_exported, self.snapshot_path, exported, self._cursors,
+                self.keyring, self.database_name)
+        except OSError as exc:
+            log.warning("faces.snapshot_failed", error_type=type(exc).__name__)
+            return
+        log.debug("faces.snapshot_written", faces=len(self.index), bytes=size)
+
+    # --- the tailer --------------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        """One round: apply every change committed since the last one."""
+        found = await self.database.run_read(
+            source.changes, self._cursors.delivery_id, self._cursors.audit_id)
+        job_ids: set[str] = set()
+        pks: set[int] = set()
+        everything = False
+        delivery_cursor, audit_cursor = self._cursors.delivery_id, self._cursors.audit_id
+        new_deliveries = [(i, j) for i, j in found.deliveries if i not in self._seen_deliveries
+                          and i > delivery_cursor - source.LOOKBACK]
+        new_records = [r for r in found.records if r[0] not in self._seen_records]
+        if self._seeding:
+            self._seeding = False
+            self._seen_deliveries.update(i for i, _ in new_deliveries if i <= delivery_cursor)
+            self._seen_records.update(r[0] for r in new_records if r[0] <= audit_cursor)
+            new_deliveries = [(i, j) for i, j in new_deliveries if i > delivery_cursor]
+            new_records = [r for r in new_records if r[0] > audit_cursor]
+        job_ids.update(job_id for _, job_id in new_deliveries)
+        erasing = False
+        for _, action, job_id, details in new_records:
+            erasing = True
+            if action == "purge":
+                cutoff = details.get("received_before")
+                if cutoff is None:
+                    everything = True
+                else:
+                    try:
+                        pks.update(self.index.received_before(
+                            datetime.fromisoformat(cutoff).timestamp()))
+                    except ValueError:
+                        everything = True
+            elif action == "policy_changed" or job_id is None:
+                everything = True
+            else:
+                job_ids.add(job_id)
+        if everything:
+            await self._resync(pks=self.index.job_pks(), job_ids=job_ids, rebuild=True)
+        elif job_ids or pks:
+            await self._resync(pks=pks, job_ids=job_ids)
+        for delivery_id, _ in new_deliveries:
+            self._seen_deliveries.add(delivery_id)
+            delivery_cursor = max(delivery_cursor, delivery_id)
+        for record in new_records:
+            self._seen_records.add(record[0])
+            audit_cursor = max(audit_cursor, record[0])
+        self._seen_deliveries = {i for i in self._seen_deliveries
+                                 if i > delivery_cursor - source.LOOKBACK}
+        self._seen_records = {i for i in self._seen_records if i > audit_cursor - source.LOOKBACK}
+        if (delivery_cursor, audit_cursor) != (self._cursors.delivery_id,
+                                               self._cursors.audit_id):
+            self._cursors = snapshot.Cursors(delivery_cursor, audit_cursor)
+            self._dirty = True
+        if erasing:
+            self._erased = True
+
+    async def _resync(self, *, pks: Collection[int] = (), job_ids: Collection[str] = (),
+                      rebuild: bool = False) -> None:
+        """Replace the faces of these jobs by their current ones (``rebuild``: also look for
+        jobs with faces the index does not have)."""
+        pk_list, id_list = sorted(pks), sorted(job_ids)
+        while pk_list or id_list:
+            batch_pks, pk_list = pk_list[:RESYNC_BATCH], pk_list[RESYNC_BATCH:]
+            batch_ids, id_list = id_list[:RESYNC_BATCH], id_list[RESYNC_BATCH:]
+            found = await self.database.run_read(source.faces_of_jobs, self.keyring,
+                                                 pks=batch_pks, job_ids=batch_ids)
+            for pk in batch_pks:
+                self.index.remove_job(job_pk=pk)
+            for job_id in batch_ids:
+                self.index.remove_job(job_id=job_id)
+            for pk in found.jobs:
+                self.index.remove_job(job_pk=pk)
+            await self._added(self.index.add(found.faces))
+        if rebuild:
+            known = set(self.index.job_pks())
+            after = 0
+            while True:
+                batch = await self.database.run_read(source.job_pks_after, after, BUILD_BATCH)
+                if not batch:
+                    break
+                missing = [pk for pk in batch if pk not in known]
+                if missing:
+                    found = await self.database.run_read(source.faces_of_jobs, self.keyring,
+                                                         pks=missing)
+                    await self._added(self.index.add(found.faces))
+                after = batch[-1]
+        self._dirty = True
+
+    async def _added(self, added: dict[int, tuple[list[FaceKey], Vectors]]) -> None:
+        for dimension, (keys, vectors) in added.items():
+            for hook in list(self.on_faces_added):
+                try:
+                    await hook(keys, dimension, vectors)
+                except Exception as exc:  # a hook never stops the tailer
+                    log.error("faces.hook_failed", error_type=type(exc).__name__)
