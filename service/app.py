@@ -23,8 +23,7 @@ from service.api.openapi import openapi
 from service.api.routes import api_routes
 from service.config import Settings, redact_url
 from service.db import Database, describe_error
-from service.faces.snapshot import FILE_NAME as FACE_SNAPSHOT
-from service.faces.sync import FaceSync
+from service.faces.runtime import FaceRuntime
 from service.health import healthz, readyz
 from service.http import ApiError, error_response, handle_api_error, unavailable
 from service.logging import configure_logging
@@ -104,8 +103,7 @@ def create_app(settings: Settings) -> Starlette:
         if retention.active:
             scheduler = RetentionScheduler(database, settings.encryption_keys, retention)
             scheduler.start()
-        faces = FaceSync(database, settings.encryption_keys,
-                         settings.data_dir / FACE_SNAPSHOT, redact_url(settings.database_url))
+        faces = FaceRuntime(database, settings)
         faces.start()
         try:
             yield {
@@ -118,7 +116,7 @@ def create_app(settings: Settings) -> Starlette:
                 "metrics": metrics,
                 "protector": protector,
                 "keyring": settings.encryption_keys,
-                "faces": faces,
+                "faces": faces.sync,
             }
         finally:
             await faces.stop()

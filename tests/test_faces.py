@@ -522,3 +522,29 @@ async def test_a_purge_removes_the_faces_it_deleted_or_erased_from_the_index(
                 "dimensions"] == []
 
         await eventually(emptied, "the purged faces gone from the index")
+
+
+async def test_faces_of_one_identity_delivered_to_the_service_become_one_person(
+        settings: Settings, read_token: str) -> None:
+    """The whole chain in a running service: webhook -> index tailer -> people assigner ->
+    /v1/people."""
+    rng = np.random.default_rng(7)
+    alice, bob = rng.normal(size=16), rng.normal(size=16)
+    async with serve_in_process(settings) as client:
+        await deliver(client, image_job("people_a", [person(v) for v in
+                                                     noisy_copies(alice, 2, 0.05, rng)]))
+        await deliver(client, video_job("people_b", [person(v) for v in [
+            *noisy_copies(alice, 1, 0.05, rng), *noisy_copies(bob, 1, 0.05, rng)]]))
+
+        async def two_people() -> bool:
+            listed = await client.get("/v1/people", headers=bearer(read_token))
+            return sorted(p["appearance_count"] for p in listed.json()["data"]) == [1, 3]
+
+        await eventually(two_people, "two people, of 3 and 1 faces", seconds=10)
+        listed = (await client.get("/v1/people", headers=bearer(read_token))).json()["data"]
+        biggest = max(listed, key=lambda p: p["appearance_count"])
+        detail = (await client.get(f"/v1/people/{biggest['id']}",
+                                   headers=bearer(read_token))).json()
+    assert sorted((a["job_id"], a["item_index"], a["person_index"])
+                  for a in detail["appearances"]) == [
+        ("people_a", 0, 0), ("people_a", 1, 0), ("people_b", 0, 0)]

@@ -69,6 +69,7 @@ class FaceSync:
                                else hnsw_threshold)
         self.index = FaceIndex(hnsw_threshold=self.hnsw_threshold)
         self.ready = False
+        self.became_ready = asyncio.Event()
         self.loaded_from: str | None = None  # "snapshot" or "database" once ready
         self.on_faces_added: list[FacesAdded] = []
         self._cursors = snapshot.Cursors()
@@ -124,6 +125,7 @@ class FaceSync:
         if reason is None:
             self.loaded_from = "snapshot"
             self.ready = True
+            self.became_ready.set()
             log.info("faces.snapshot_loaded", faces=len(self.index),
                      seconds=round(time.monotonic() - started, 3))
             await self.poll()
@@ -145,6 +147,7 @@ class FaceSync:
         self._cursors = snapshot.Cursors(delivery_id, audit_id)
         self.loaded_from = "database"
         self.ready = True
+        self.became_ready.set()
         self._dirty = True
         log.info("faces.index_built", faces=len(self.index), dimensions=self.index.dimensions,
                  seconds=round(time.monotonic() - started, 3))

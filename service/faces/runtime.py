@@ -1,0 +1,65 @@
+"""The face features of one process, started and stopped with the app: the face index and its
+tailer (:class:`service.faces.sync.FaceSync`) and, fed by it, the people clustering
+(:class:`service.faces.people.PeopleAssigner`, which acts only in the leading process).
+
+Once the index is ready (loaded from its snapshot or built from the tables), the assigner is
+loaded with every indexed vector (it rebuilds its centres and assigns faces that are in no
+cluster yet), starts its periodic re-clustering, and from then on receives each face the
+tailer adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from service.config import Settings, redact_url
+from service.db import Database
+from service.faces.index import FaceKey, Vectors
+from service.faces.people import PeopleAssigner, VectorsByFace, leader_for
+from service.faces.snapshot import FILE_NAME as SNAPSHOT_FILE
+from service.faces.sync import FaceSync
+
+log = structlog.get_logger("service.faces")
+
+
+class FaceRuntime:
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self.sync = FaceSync(database, settings.encryption_keys,
+                             settings.data_dir / SNAPSHOT_FILE,
+                             redact_url(settings.database_url))
+        self.people = PeopleAssigner(database, leader_for(database, settings.data_dir),
+                                     vectors_source=self._all_vectors)
+        self.sync.on_faces_added.append(self._faces_added)
+        self._people_task: asyncio.Task[None] | None = None
+
+    def _all_vectors(self) -> VectorsByFace:
+        vectors: dict[tuple[int, int, int], Vectors] = {}
+        index = self.sync.index
+        for dimension in index.dimensions:
+            keys, rows = index.faces(dimension)
+            vectors.update(zip(keys, rows, strict=True))
+        return vectors
+
+    async def _faces_added(self, faces: list[FaceKey], dimension: int,
+                           vectors: Vectors) -> None:
+        await self.people.on_faces_added(list(faces), dimension, vectors)
+
+    async def _start_people(self) -> None:
+        await self.sync.became_ready.wait()
+        await self.people.load(self._all_vectors())
+        self.people.start()
+
+    def start(self) -> None:
+        self.sync.start()
+        self._people_task = asyncio.create_task(self._start_people(), name="people-start")
+
+    async def stop(self) -> None:
+        if self._people_task is not None:
+            self._people_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._people_task
+        await self.people.stop()
+        await self.sync.stop()
