@@ -58,6 +58,7 @@ def test_hnsw_search_agrees_with_exact_search_past_the_threshold() -> None:
     index = FaceIndex(hnsw_threshold=300)
     added = faces(2000)
     index.add(added)
+    index.search(normalized(added[0].vector), 1)  # a search asks for the graph
     assert index.collections[DIMENSION].uses_hnsw
     query = normalized(added[7].vector)
     approximate = [h.key for h in index.search(query, 10)]
@@ -74,6 +75,7 @@ def test_a_filter_matching_one_percent_on_the_hnsw_path_still_returns_k_hits(
     index = FaceIndex(hnsw_threshold=300)
     added = faces(2000, allowlisted_every=100)  # 20 faces of 2,000
     index.add(added)
+    index.search(normalized(added[0].vector), 1)  # a search asks for the graph
     assert index.collections[DIMENSION].uses_hnsw
     query = normalized(added[3].vector)
     hits = index.search(query, 10, where=FaceFilter(allowlisted=True))
@@ -85,6 +87,7 @@ def test_faces_added_after_the_graph_was_built_are_found_exactly() -> None:
     index = FaceIndex(hnsw_threshold=300)
     added = faces(1000)
     index.add(added)
+    index.search(normalized(added[0].vector), 1)  # a search asks for the graph
     later = faces(30, seed=99, job_pk=5000)
     index.add(later)
     collection = index.collections[DIMENSION]
@@ -94,6 +97,16 @@ def test_faces_added_after_the_graph_was_built_are_found_exactly() -> None:
     assert index.search(query, 1)[0].key == later[4].key
     index.remove_faces([later[4].key])
     assert later[4].key not in [h.key for h in index.search(query, 5)]
+
+
+def test_no_graph_is_built_until_the_collection_is_searched() -> None:
+    index = FaceIndex(hnsw_threshold=300)
+    added = faces(2000)
+    index.add(added)
+    collection = index.collections[DIMENSION]
+    assert not collection.uses_hnsw  # ingest alone builds nothing
+    index.search(normalized(added[0].vector), 1)
+    assert collection.uses_hnsw
 
 
 @pytest.mark.anyio
@@ -153,6 +166,7 @@ def test_removal_forgets_faces_zeroes_their_vectors_and_compacts() -> None:
     index = FaceIndex(hnsw_threshold=1500)
     added = faces(3000)
     index.add(added)
+    index.search(normalized(added[1].vector), 1)  # a search asks for the graph
     collection = index.collections[DIMENSION]
     assert collection.capacity >= 3000
     assert collection.uses_hnsw

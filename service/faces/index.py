@@ -22,6 +22,7 @@ every face; :attr:`FaceIndex.dimensions` lists the dimensions held.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -37,6 +38,11 @@ SELECTIVE_ROWS = 20_000
 OVERFETCH = 4
 """HNSW candidates fetched per hit wanted; multiplied by 4 again while too few pass."""
 REBUILD_ROWS = 10_000
+SEARCHED_RECENTLY_SECONDS = 600.0
+"""The HNSW graph is built and kept fresh only while a collection is being searched: a
+search, or new faces within this long of one. Until then (and for the first searches, while
+the graph builds on a worker thread) search is exact, and ingesting faces costs no graph
+building at all (a millisecond per face on a busy 2-core machine, in every process)."""
 """The graph is rebuilt once this many rows (or a tenth of it, if more) were added to the
 collection or removed from it since it was built."""
 _INITIAL_CAPACITY = 1024
@@ -122,6 +128,7 @@ class Collection:
         self._graph_rows = 0  # rows below this were given to the graph
         self._graph_dead = 0  # of those, rows removed since
         self._building = False
+        self._last_search = -SEARCHED_RECENTLY_SECONDS
         self._generation = 0
 
     def _allocate(self, capacity: int) -> None:
@@ -209,6 +216,8 @@ class Collection:
     def _maybe_build(self) -> None:
         if self._building or self.live < self.hnsw_threshold:
             return
+        if time.monotonic() - self._last_search > SEARCHED_RECENTLY_SECONDS:
+            return  # nobody searches: no graph to keep up
         tail = self.size - self._graph_rows
         if self._hnsw is not None and tail < max(REBUILD_ROWS, self._graph_rows // 10) and (
                 self._graph_dead < max(REBUILD_ROWS, self._graph_rows // 10)):
@@ -267,6 +276,8 @@ class Collection:
         """The ``k`` most similar faces passing ``where``, most similar first."""
         if self.live == 0:
             return []
+        self._last_search = time.monotonic()
+        self._maybe_build()
         excluded = None if exclude is None else self.rows.get(exclude)
         mask = self._mask(where)
         if excluded is not None:
