@@ -149,3 +149,11 @@ def test_a_sealers_repr_never_shows_its_data_key() -> None:
     data_key = bytes(range(50, 82))
     assert repr(data_key)[2:20] not in repr(Sealer(data_key))
     assert "hidden" in repr(Sealer(data_key))
+
+
+def test_an_extended_prefix_is_the_same_associated_data_as_field_aad() -> None:
+    from service.privacy.envelope import extend_aad, field_aad, field_aad_prefix
+
+    prefix = field_aad_prefix("job-1", "face_embedding")
+    assert extend_aad(prefix, 0, 7) == field_aad("job-1", "face_embedding", 0, 7)
+    assert extend_aad(prefix, 0, 7) != field_aad("job-1", "face_embedding", 7, 0)

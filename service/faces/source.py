@@ -7,6 +7,7 @@ Synchronous functions on a SQLAlchemy connection, run by :meth:`service.db.Datab
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -93,6 +94,8 @@ def faces_of_jobs(conn: sa.Connection, keyring: Any, *, pks: Collection[int] = (
                       _persons.c.face_embedding_sealed.is_not(None)))
         .order_by(_persons.c.job_pk, _persons.c.item_index, _persons.c.person_index))
     revealer = Revealer(keyring)
+    with contextlib.suppress(KeyUnavailable):  # such a job is named (and skipped) below
+        revealer.prefetch(conn, (job.data_key_id for job in jobs.values()))
     unreadable: set[int] = set()
     for row in rows:
         job = jobs[row.job_pk]

@@ -59,6 +59,17 @@ def field_aad(job_id: str, field: str, *parts: int | str) -> bytes:
     return _encode(("field", job_id, field, *parts))
 
 
+def field_aad_prefix(job_id: str, field: str) -> bytes:
+    """``field_aad(job_id, field)``, to extend with :func:`extend_aad` for each value of a
+    field (one encoding of the job and field for all its values)."""
+    return _encode(("field", job_id, field))
+
+
+def extend_aad(prefix: bytes, *parts: int | str) -> bytes:
+    """``extend_aad(field_aad_prefix(j, f), *parts) == field_aad(j, f, *parts)``."""
+    return prefix + _encode(parts)
+
+
 def _wrap_aad(key_id: str, key_ref: bytes) -> bytes:
     return _encode(("data-key", key_id, key_ref))
 

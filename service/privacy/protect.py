@@ -17,7 +17,14 @@ import msgspec
 import zstandard
 
 from service.privacy import redact
-from service.privacy.envelope import Sealer, field_aad, new_data_key, wrap_data_key
+from service.privacy.envelope import (
+    Sealer,
+    extend_aad,
+    field_aad,
+    field_aad_prefix,
+    new_data_key,
+    wrap_data_key,
+)
 from service.privacy.keys import Keyring
 from service.privacy.policy import BiometricPolicy
 from service.rows import IncomingDelivery, NewDataKey, PreparedResult, Row, StoredBody
@@ -110,6 +117,9 @@ class Protector:
 
     def _protect_persons(self, job_id: str, persons: list[Row], sealer: Sealer | None) -> None:
         policy = self.policy
+        embedding_aad = field_aad_prefix(job_id, "face_embedding")
+        thumbnail_aad = field_aad_prefix(job_id, "face_thumbnail")
+        demographics_aad = field_aad_prefix(job_id, "demographics")
         for row in persons:
             item, index = row["item_index"], row["person_index"]
             embedding = row["face_embedding"]
@@ -117,19 +127,17 @@ class Protector:
                 row["face_embedding"] = None
                 if sealer is not None and policy.embeddings == "encrypt":
                     row["face_embedding_sealed"] = sealer.seal(
-                        embedding, aad=person_aad(job_id, "face_embedding", item, index))
+                        embedding, aad=extend_aad(embedding_aad, item, index))
             thumbnail = row["face_thumbnail"]
             if thumbnail is not None and policy.thumbnails != "store":
                 row["face_thumbnail"] = None
                 if sealer is not None and policy.thumbnails == "encrypt":
                     row["face_thumbnail_sealed"] = sealer.seal(
-                        thumbnail.encode("utf-8"),
-                        aad=person_aad(job_id, "face_thumbnail", item, index))
+                        thumbnail.encode("utf-8"), aad=extend_aad(thumbnail_aad, item, index))
             if policy.demographics != "store" and (row["age"] is not None
                                                    or row["gender"] is not None):
                 demographics = [row["age"], row["gender"]]
                 row["age"] = row["gender"] = None
                 if sealer is not None and policy.demographics == "encrypt":
                     row["demographics_sealed"] = sealer.seal(
-                        _encode(demographics),
-                        aad=person_aad(job_id, "demographics", item, index))
+                        _encode(demographics), aad=extend_aad(demographics_aad, item, index))
