@@ -9,7 +9,6 @@ import asyncio
 import base64
 import io
 import json
-import logging
 import struct
 import time
 import uuid
@@ -22,13 +21,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import structlog
 
 from service.config import Settings
 from service.db import Database
 from service.faces import index as face_index
 from service.faces.snapshot import FILE_NAME
-from service.logging import configure_logging
 from service.privacy.keys import parse_keys
 from service.privacy.policy import BiometricPolicy
 from service.privacy.retention import Retention, purge
@@ -36,6 +33,7 @@ from service.vectors import pack_doubles
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.biometrics import THUMBNAIL
 from tests.support.keys import TEST_KEY_LINE
+from tests.support.logs import captured_json_logs
 from tests.support.server import serve
 from tests.support.signing import SECRET, encode, signed_headers
 
@@ -446,16 +444,8 @@ async def test_erasures_reach_another_process_sharing_postgresql_within_5_second
 
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging("json", "debug", stream)
-    try:
+    with captured_json_logs("debug") as stream:
         yield stream
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
 
 
 def events(stream: io.StringIO) -> list[str]:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 
 import pytest
-import structlog
 
-from service.logging import configure_logging
 from tests.conftest import bearer
+from tests.support.logs import captured_json_logs
 from tests.support.signing import SECRET, encode, example, signed_headers
 
 pytestmark = pytest.mark.anyio
@@ -21,16 +19,8 @@ MARKER = "confidential-ocr-text-7f3a"
 
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging("json", "info", stream)
-    try:
+    with captured_json_logs("info") as stream:
         yield stream
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
 
 
 def records(stream: io.StringIO) -> list[dict[str, object]]:

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import io
 import json
-import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,18 +17,17 @@ from typing import Any
 import msgspec
 import pytest
 import sqlalchemy as sa
-import structlog
 
 from service import models
 from service.config import Settings
 from service.db import Database, sqlite_pragmas
-from service.logging import configure_logging
 from service.privacy.keys import parse_keys
 from service.privacy.policy import BiometricPolicy
 from service.privacy.rotation import KeysNotRotated, rotate
 from service.privacy.startup import WrongEncryptionKey, record_policy
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.db import fetch_all
+from tests.support.logs import captured_json_logs
 from tests.support.server import run_cli
 from tests.test_privacy_policies import deliver, video_with_faces
 from tests.test_round_trip import assert_json_equal, without_nulls
@@ -166,16 +164,8 @@ async def test_rotation_names_an_unconfigured_key_id_and_its_count_and_exits_2(
 
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging("json", "info", stream)
-    try:
+    with captured_json_logs("info") as stream:
         yield stream
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        structlog.reset_defaults()
 
 
 def events(stream: io.StringIO, name: str) -> list[dict[str, Any]]:
