@@ -67,7 +67,7 @@ class Face:
 
     key: FaceKey
     job_id: str
-    vector: Sequence[float]
+    vector: Sequence[float] | npt.NDArray[np.floating]
     kind: str | None
     received_at: float  # seconds since the epoch
     allowlisted: bool | None

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import numpy as np
 import sqlalchemy as sa
 import structlog
 
@@ -111,7 +112,7 @@ def faces_of_jobs(conn: sa.Connection, keyring: Any, *, pks: Collection[int] = (
             continue
         found.faces.append(Face(
             key=FaceKey(row.job_pk, row.item_index, row.person_index), job_id=job.job_id,
-            vector=unpack_doubles(packed), kind=job.kind,
+            vector=np.frombuffer(packed, dtype="<f8"), kind=job.kind,
             received_at=job.received_at.timestamp(), allowlisted=row.allowlisted,
             has_thumbnail=bool(row.has_thumbnail)))
     return found
