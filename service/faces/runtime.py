@@ -24,6 +24,8 @@ from service.faces.sync import FaceSync
 
 log = structlog.get_logger("service.faces")
 
+STOP_WAIT_SECONDS = 10.0
+
 
 class FaceRuntime:
     def __init__(self, database: Database, settings: Settings) -> None:
@@ -34,6 +36,7 @@ class FaceRuntime:
                                      vectors_source=self._all_vectors)
         self.sync.on_faces_added.append(self._faces_added)
         self._people_task: asyncio.Task[None] | None = None
+        self._people_loading = False
 
     def _all_vectors(self) -> VectorsByFace:
         vectors: dict[tuple[int, int, int], Vectors] = {}
@@ -49,17 +52,25 @@ class FaceRuntime:
 
     async def _start_people(self) -> None:
         await self.sync.became_ready.wait()
-        await self.people.load(self._all_vectors())
-        self.people.start()
+        # Not cancelled from here on (stop waits): cancelling while the leader's database
+        # connection is being opened leaves the driver's protocol half-closed.
+        self._people_loading = True
+        try:
+            await self.people.load(self._all_vectors())
+            self.people.start()
+        finally:
+            self._people_loading = False
 
     def start(self) -> None:
         self.sync.start()
         self._people_task = asyncio.create_task(self._start_people(), name="people-start")
 
     async def stop(self) -> None:
-        if self._people_task is not None:
-            self._people_task.cancel()
+        task = self._people_task
+        if task is not None:
+            if not self._people_loading:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._people_task
+                await asyncio.wait_for(task, STOP_WAIT_SECONDS)
         await self.people.stop()
         await self.sync.stop()
