@@ -101,9 +101,10 @@ def create_app(settings: Settings) -> Starlette:
         retention = Retention.from_settings(settings)
         scheduler = None
         if retention.active:
-            scheduler = RetentionScheduler(database, settings.encryption_keys, retention)
+            scheduler = RetentionScheduler(database.background, settings.encryption_keys,
+                                           retention)
             scheduler.start()
-        faces = FaceRuntime(database, settings)
+        faces = FaceRuntime(database.background, settings)
         faces.start()
         try:
             yield {

@@ -16,6 +16,7 @@ of one process queue on an asyncio lock instead of spinning in SQLite's busy han
 from __future__ import annotations
 
 import asyncio
+import copy
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -72,7 +73,11 @@ def describe_error(exc: BaseException) -> dict[str, str | None]:
 class Database:
     """The engine plus the ways to use it: the ingest writer, a write transaction, a route's
     read (:meth:`run_read`) and an async read scope (:meth:`read`, for the command line and
-    the readiness check)."""
+    the readiness check).
+
+    ``background`` is the same database for the in-process background tasks (face index
+    tailer, people clustering, retention): on PostgreSQL it reads and writes through its own
+    small pool, apart from the requests'; on SQLite it is this object."""
 
     def __init__(self, engine: AsyncEngine, dialect: Dialect, *, pool_size: int = 10,
                  sqlite_pragmas: tuple[str, ...] = _SQLITE_PRAGMAS) -> None:
@@ -82,6 +87,8 @@ class Database:
         self._sqlite_readers: SqliteReaders | None = None
         self._postgres: PostgresPool | None = None
         self._read_engine = engine
+        self._background_engine: AsyncEngine | None = None
+        self.background = self
         if dialect == "sqlite":
             path = Path(engine.url.database or "").expanduser().resolve()
             self._sqlite = SqliteStore(path, sqlite_pragmas)
@@ -91,6 +98,20 @@ class Database:
             self._read_engine = engine.execution_options(
                 isolation_level="REPEATABLE READ", postgresql_readonly=True)
         self._write_lock: asyncio.Lock | None = self._sqlite.thread.lock if self._sqlite else None
+        if self._postgres is not None:
+            self._background_engine = _background_engine(engine.url)
+            self.background = self._view(self._background_engine)
+
+    def _view(self, engine: AsyncEngine) -> Database:
+        """This database with its SQLAlchemy engine swapped for ``engine``; the writer, the
+        SQLite readers and the write lock are shared. Only the owner disposes anything."""
+        view = copy.copy(self)
+        view.engine = engine
+        view._read_engine = engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        view._background_engine = None
+        view.background = view
+        return view
 
     @classmethod
     def from_settings(cls, settings: Settings, *, secure_delete: bool = False) -> Database:
@@ -158,6 +179,8 @@ class Database:
             await asyncio.to_thread(self._sqlite_readers.close)
         if self._postgres is not None:
             await self._postgres.close()
+        if self._background_engine is not None:
+            await self._background_engine.dispose()
         await self.engine.dispose()
 
 
@@ -191,6 +214,27 @@ def create_engine(settings: Settings,
             "timeout": 5,
             "command_timeout": 60,
             "server_settings": {"application_name": "results-receiver"},
+        },
+    )
+
+
+BACKGROUND_POOL_SIZE = 2
+
+
+def _background_engine(url: sa.URL) -> AsyncEngine:
+    """The PostgreSQL engine of the in-process background tasks (face index tailer, people
+    clustering, retention): their own small pool, so a task polling every second never
+    takes a connection from the requests' pool, nor is the one to find a dropped connection
+    the next request would otherwise have answered with a 503."""
+    return create_async_engine(
+        url,
+        pool_size=BACKGROUND_POOL_SIZE,
+        max_overflow=0,
+        pool_timeout=30,
+        connect_args={
+            "timeout": 5,
+            "command_timeout": 300,
+            "server_settings": {"application_name": "results-receiver background"},
         },
     )
 

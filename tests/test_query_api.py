@@ -449,6 +449,9 @@ async def test_read_on_a_connection_postgresql_closed_is_503_and_the_next_read_s
         terminate = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608
                      f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
         await anyio.to_thread.run_sync(execute_autocommit, postgres_admin_url, terminate)
+        # The background tasks (the face index tailer polls every second) run meanwhile: they
+        # find their own dropped connections, never the one this request's pool holds.
+        await anyio.sleep(1.5)
         failed = await client.get("/v1/jobs", headers=bearer(read_token))
         assert failed.status_code == 503, failed.text
         assert failed.json()["code"] == "unavailable"
@@ -456,3 +459,35 @@ async def test_read_on_a_connection_postgresql_closed_is_503_and_the_next_read_s
         for _ in range(3):
             again = await client.get("/v1/jobs/video_12345", headers=bearer(read_token))
             assert again.status_code == 404, again.text
+
+
+async def test_background_tasks_hold_their_own_postgresql_connections_apart_from_requests(
+        postgres_admin_url, postgres_url):
+    """The face index tailer and the people leader never borrow the requests' pool: their
+    connections carry their own application name, and dropping them all leaves every request
+    answering as before."""
+    settings = Settings(database_url=postgres_url, webhook_secrets=(SECRET,),
+                        encryption_keys=TEST_KEYRING, log_format="json")
+    read_token = await create_token(settings, name="reader", scope="read")
+    name = postgres_url.rpartition("/")[2]
+    admin = Settings(database_url=postgres_admin_url, webhook_secrets=(SECRET,))
+    async with serve_in_process(settings) as client:
+        assert (await client.get("/v1/jobs", headers=bearer(read_token))).status_code == 200
+        names: list[str] = []
+        for _ in range(50):  # the tailer's first poll comes within a second or two
+            rows = await fetch_all(admin, sa.text(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = :name",
+            ).bindparams(name=name))
+            names = sorted(row[0] for row in rows)
+            if "results-receiver background" in names:
+                break
+            await anyio.sleep(0.1)
+        assert "results-receiver background" in names, names
+        terminate = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608
+                     f"WHERE datname = '{name}' "
+                     "AND application_name = 'results-receiver background'")
+        await anyio.to_thread.run_sync(execute_autocommit, postgres_admin_url, terminate)
+        for _ in range(3):
+            response = await client.get("/v1/jobs", headers=bearer(read_token))
+            assert response.status_code == 200, response.text
+            await anyio.sleep(0.5)
