@@ -74,6 +74,51 @@ class Face:
     has_thumbnail: bool
 
 
+@dataclass(slots=True)
+class FaceBatch:
+    """Faces of one dimension to index, column by column: the form the database reads give
+    (no Python object per face beyond its key), and the one :meth:`FaceIndex.add_batches`
+    takes. ``vectors`` holds one row per face, as decoded, not yet normalized."""
+
+    keys: list[FaceKey]
+    job_ids: list[str]
+    vectors: npt.NDArray[np.floating]
+    kinds: list[str | None]
+    received_at: list[float]
+    allowlisted: list[bool | None]
+    has_thumbnail: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def select(self, rows: npt.NDArray[np.bool_]) -> FaceBatch:
+        """The faces where ``rows`` is true."""
+        kept = np.flatnonzero(rows).tolist()
+        return FaceBatch([self.keys[r] for r in kept], [self.job_ids[r] for r in kept],
+                         self.vectors[rows], [self.kinds[r] for r in kept],
+                         [self.received_at[r] for r in kept],
+                         [self.allowlisted[r] for r in kept],
+                         [self.has_thumbnail[r] for r in kept])
+
+    @classmethod
+    def group(cls, faces: Iterable[Face]) -> list[FaceBatch]:
+        """``faces``, one batch per dimension (faces without a usable vector skipped)."""
+        by_dimension: dict[int, list[Face]] = {}
+        for face in faces:
+            vector = np.asarray(face.vector, dtype=np.float64)
+            if vector.ndim == 1 and vector.size:
+                by_dimension.setdefault(vector.size, []).append(face)
+        return [cls([f.key for f in group], [f.job_id for f in group],
+                    np.vstack([np.asarray(f.vector, dtype=np.float64) for f in group]),
+                    [f.kind for f in group], [f.received_at for f in group],
+                    [f.allowlisted for f in group], [f.has_thumbnail for f in group])
+                for group in by_dimension.values()]
+
+
 @dataclass(frozen=True, slots=True)
 class FaceFilter:
     """What the faces searched must be; None: anything."""
@@ -112,6 +157,19 @@ def normalized(vector: Sequence[float] | npt.NDArray[np.floating]) -> Vectors:
     scaled = array / largest  # no overflow in the norm, whatever the magnitude
     unit: Vectors = (scaled / float(np.linalg.norm(scaled))).astype(np.float32)
     return unit
+
+
+def normalized_rows(matrix: npt.NDArray[np.floating]) -> tuple[Vectors,
+                                                                npt.NDArray[np.bool_]]:
+    """Each row of ``matrix`` as a unit float32 vector, as :func:`normalized` does one: the
+    unit vectors of the rows that have a direction, and which rows those are."""
+    array = np.asarray(matrix, dtype=np.float64)
+    finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(array).all(axis=1))
+    largest = np.abs(np.where(finite[:, None], array, 0.0)).max(axis=1, initial=0.0)
+    valid: npt.NDArray[np.bool_] = finite & (largest > 0.0)
+    scaled = array[valid] / largest[valid, None]
+    unit: Vectors = (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
+    return unit, valid
 
 
 class Collection:
@@ -153,7 +211,7 @@ class Collection:
         self.alive: npt.NDArray[np.bool_] = grow("alive", np.bool_, (capacity,))
         self.capacity = capacity
 
-    def add(self, faces: Sequence[Face], vectors: Vectors) -> None:
+    def add(self, faces: FaceBatch, vectors: Vectors) -> None:
         """Append ``faces`` (their keys not in the collection) with their unit ``vectors``."""
         count = len(faces)
         if self.size + count > self.capacity:
@@ -163,17 +221,16 @@ class Collection:
             self._allocate(capacity)
         start, stop = self.size, self.size + count
         self.vectors[start:stop] = vectors
-        self.job_pk[start:stop] = [f.key.job_pk for f in faces]
-        self.item_index[start:stop] = [f.key.item_index for f in faces]
-        self.person_index[start:stop] = [f.key.person_index for f in faces]
-        self.kind[start:stop] = [_KIND_CODES.get(f.kind or "", 0) for f in faces]
-        self.received_at[start:stop] = [f.received_at for f in faces]
-        self.allowlisted[start:stop] = [-1 if f.allowlisted is None else int(f.allowlisted)
-                                        for f in faces]
-        self.has_thumbnail[start:stop] = [f.has_thumbnail for f in faces]
+        keys = np.array(faces.keys, dtype=np.int64).reshape(count, 3)
+        self.job_pk[start:stop] = keys[:, 0]
+        self.item_index[start:stop] = keys[:, 1]
+        self.person_index[start:stop] = keys[:, 2]
+        self.kind[start:stop] = [_KIND_CODES.get(kind or "", 0) for kind in faces.kinds]
+        self.received_at[start:stop] = faces.received_at
+        self.allowlisted[start:stop] = [-1 if a is None else int(a) for a in faces.allowlisted]
+        self.has_thumbnail[start:stop] = faces.has_thumbnail
         self.alive[start:stop] = True
-        for row, face in enumerate(faces, start=start):
-            self.rows[face.key] = row
+        self.rows.update(zip(faces.keys, range(start, stop), strict=True))
         self.size = stop
         self.live += count
         self._maybe_build()
@@ -386,29 +443,41 @@ class FaceIndex:
     def add(self, faces: Sequence[Face]) -> dict[int, tuple[list[FaceKey], Vectors]]:
         """Index ``faces`` (replacing any face of the same key); returns, per dimension, the
         keys and unit vectors added. A face whose vector has no direction is skipped."""
-        by_dimension: dict[int, tuple[list[Face], list[Vectors]]] = {}
-        for face in faces:
-            try:
-                vector = normalized(face.vector)
-            except InvalidVector:
-                continue
-            self.remove_faces([face.key])
-            pending = by_dimension.setdefault(len(vector), ([], []))
-            pending[0].append(face)
-            pending[1].append(vector)
+        return self.add_batches(FaceBatch.group(faces))
+
+    def add_batches(self, batches: Iterable[FaceBatch]
+                    ) -> dict[int, tuple[list[FaceKey], Vectors]]:
+        """:meth:`add`, for faces already in batches of one dimension each."""
         added: dict[int, tuple[list[FaceKey], Vectors]] = {}
-        for dimension, (group, vectors) in by_dimension.items():
+        for batch in batches:
+            if not len(batch):
+                continue
+            matrix, valid = normalized_rows(batch.vectors)
+            if not valid.all():
+                batch = batch.select(valid)
+                if not len(batch):
+                    continue
+            present = [key for key in batch.keys if key.job_pk in self._jobs]
+            if present:
+                self.remove_faces(present)
+            dimension = batch.dimension
             collection = self.collections.get(dimension)
             if collection is None:
                 collection = self.collections[dimension] = Collection(
                     dimension, hnsw_threshold=self.hnsw_threshold)
-            matrix = np.ascontiguousarray(np.vstack(vectors), dtype=np.float32)
-            collection.add(group, matrix)
-            for face in group:
-                job = self._jobs.setdefault(face.key.job_pk, (face.job_id, {}))
-                job[1][face.key] = dimension
-                self._job_pks[face.job_id] = face.key.job_pk
-            added[dimension] = ([f.key for f in group], matrix)
+            collection.add(batch, matrix)
+            jobs = self._jobs
+            for key, job_id in zip(batch.keys, batch.job_ids, strict=True):
+                job = jobs.get(key.job_pk)
+                if job is None:
+                    job = jobs[key.job_pk] = (job_id, {})
+                    self._job_pks[job_id] = key.job_pk
+                job[1][key] = dimension
+            if dimension in added:
+                keys, vectors = added[dimension]
+                added[dimension] = (keys + batch.keys, np.vstack([vectors, matrix]))
+            else:
+                added[dimension] = (list(batch.keys), matrix)
         return added
 
     def remove_faces(self, keys: Iterable[FaceKey]) -> int:

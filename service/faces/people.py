@@ -519,12 +519,14 @@ class PeopleAssigner:
             provisional = sorted({a.person_id for a in assignments if a.new}, reverse=True)
             ids = dict(zip(provisional, store.create_people(conn, len(provisional), now),
                            strict=True))
-            store.save_members(conn, [
-                Member(face, ids.get(a.person_id, a.person_id), a.similarity)
-                for face, a in zip(faces, assignments, strict=True)], now)
-            if prune:
+            assigned = [Member(face, ids.get(a.person_id, a.person_id), a.similarity)
+                        for face, a in zip(faces, assignments, strict=True)]
+            if prune:  # a re-clustering moves faces: recount every cluster
+                store.save_members(conn, assigned, now)
                 store.refresh_appearances(conn, None, now)
                 store.delete_empty_people(conn)
+            else:  # new faces only
+                store.add_members(conn, assigned, now)
             return ids
 
         async with self._database.write() as conn:

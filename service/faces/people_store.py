@@ -13,6 +13,7 @@ member count as the clustering last wrote it; the query API counts the live memb
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -128,6 +129,31 @@ def save_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime)
               "assigned_at": insert.excluded.assigned_at}), rows)
     refresh_appearances(conn, {m.person_id for m in assigned if m.face in live}, now)
     return len(rows)
+
+
+def add_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime) -> int:
+    """Put faces that are in no cluster into theirs (a face already in one keeps it), and
+    add what was inserted to the clusters' counts: no recount, so a new face costs the same
+    however large its cluster. Faces whose person row is gone or erased are skipped. Returns
+    the members inserted."""
+    live = live_faces(conn, [m.face for m in assigned])
+    rows = [{"job_pk": m.face[0], "item_index": m.face[1], "person_index": m.face[2],
+             "person_id": m.person_id, "similarity": m.similarity, "assigned_at": now}
+            for m in assigned if m.face in live]
+    if not rows:
+        return 0
+    insert: Any = (postgresql.insert(members) if conn.dialect.name == "postgresql"
+                   else sqlite.insert(members))
+    inserted = Counter(int(r[0]) for r in conn.execute(
+        insert.on_conflict_do_nothing(index_elements=["job_pk", "item_index", "person_index"])
+        .returning(members.c.person_id), rows))
+    if inserted:
+        conn.execute(
+            sa.update(people).where(people.c.id == sa.bindparam("cluster"))
+            .values(appearances=people.c.appearances + sa.bindparam("added"), updated_at=now),
+            [{"cluster": cluster, "added": added}
+             for cluster, added in sorted(inserted.items())])
+    return sum(inserted.values())
 
 
 def refresh_appearances(conn: sa.Connection, ids: Collection[int] | None,

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 import structlog
 
 from service import models
-from service.faces.index import Face, FaceKey
-from service.privacy.envelope import SealedValueError
+from service.faces.index import FaceBatch, FaceKey
+from service.privacy.envelope import SealedValueError, Sealer, extend_aad, field_aad_prefix
 from service.privacy.protect import person_aad
 from service.privacy.reveal import KeyUnavailable, Revealer
 from service.vectors import unpack_doubles
@@ -58,10 +58,34 @@ def job_pks_after(conn: sa.Connection, after: int, limit: int) -> list[int]:
 
 @dataclass(slots=True)
 class JobFaces:
-    """The current faces of some jobs: the jobs found (pk -> job id) and their faces."""
+    """The current faces of some jobs: the jobs found (pk -> job id) and their faces, in
+    batches of one dimension each."""
 
     jobs: dict[int, str] = field(default_factory=dict)
-    faces: list[Face] = field(default_factory=list)
+    batches: list[FaceBatch] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return sum(len(batch) for batch in self.batches)
+
+
+@dataclass(slots=True)
+class _Columns:
+    """The faces of one dimension being read: the columns of a FaceBatch, the vectors still
+    as their packed little-endian doubles."""
+
+    keys: list[FaceKey] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+    packed: list[bytes] = field(default_factory=list)
+    kinds: list[str | None] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)
+    allowlisted: list[bool | None] = field(default_factory=list)
+    has_thumbnail: list[bool] = field(default_factory=list)
+
+    def batch(self, dimension: int) -> FaceBatch:
+        vectors = np.frombuffer(b"".join(self.packed), dtype="<f8").reshape(-1, dimension)
+        return FaceBatch(self.keys, self.job_ids, vectors, self.kinds, self.received_at,
+                         self.allowlisted, self.has_thumbnail)
 
 
 def _jobs_query() -> sa.Select[Any]:
@@ -71,7 +95,11 @@ def _jobs_query() -> sa.Select[Any]:
 
 def faces_of_jobs(conn: sa.Connection, keyring: Any, *, pks: Collection[int] = (),
                   job_ids: Collection[str] = ()) -> JobFaces:
-    """The jobs (by primary key or job id) that exist, and their faces with an embedding."""
+    """The jobs (by primary key or job id) that exist, and their faces with an embedding.
+
+    The tailer's read of every new job, in every process: one query for the jobs, one for
+    their data keys, one for the faces, and per face only the decryption and appends to
+    columns (no object per face but its key)."""
     found = JobFaces()
     conditions = []
     if pks:
@@ -97,25 +125,76 @@ def faces_of_jobs(conn: sa.Connection, keyring: Any, *, pks: Collection[int] = (
     revealer = Revealer(keyring)
     with contextlib.suppress(KeyUnavailable):  # such a job is named (and skipped) below
         revealer.prefetch(conn, (job.data_key_id for job in jobs.values()))
-    unreadable: set[int] = set()
-    for row in rows:
-        job = jobs[row.job_pk]
-        if row.job_pk in unreadable:
+    columns: dict[int, _Columns] = {}
+    current_pk: int | None = None
+    job: Any = None
+    opener: _Opener | None = None
+    skip = False
+    for job_pk, item_index, person_index, plain, sealed, allowlisted, thumbnail in rows:
+        if job_pk != current_pk:
+            current_pk, job = job_pk, jobs[job_pk]
+            try:
+                opener = _Opener.of(conn, revealer, job)
+                skip = False
+            except KeyUnavailable as exc:
+                log.warning("faces.key_unavailable", job_id=job.job_id, key_id=exc.key_id)
+                skip = True
+            received_at = job.received_at.timestamp()
+        if skip:
             continue
-        try:
-            packed = _embedding(conn, revealer, job, row)
-        except KeyUnavailable as exc:
-            log.warning("faces.key_unavailable", job_id=job.job_id, key_id=exc.key_id)
-            unreadable.add(row.job_pk)
+        if plain is not None:
+            packed = bytes(plain)
+        elif opener is None:
+            continue  # its data key was destroyed: nothing to read
+        else:
+            try:
+                packed = opener.open(sealed, item_index, person_index)
+            except KeyUnavailable as exc:
+                log.warning("faces.key_unavailable", job_id=job.job_id, key_id=exc.key_id)
+                skip = True
+                continue
+        dimension = len(packed) // 8
+        if not dimension or len(packed) % 8:
             continue
-        if packed is None:
-            continue
-        found.faces.append(Face(
-            key=FaceKey(row.job_pk, row.item_index, row.person_index), job_id=job.job_id,
-            vector=np.frombuffer(packed, dtype="<f8"), kind=job.kind,
-            received_at=job.received_at.timestamp(), allowlisted=row.allowlisted,
-            has_thumbnail=bool(row.has_thumbnail)))
+        into = columns.get(dimension)
+        if into is None:
+            into = columns[dimension] = _Columns()
+        into.keys.append(FaceKey(job_pk, item_index, person_index))
+        into.job_ids.append(job.job_id)
+        into.packed.append(packed)
+        into.kinds.append(job.kind)
+        into.received_at.append(received_at)
+        into.allowlisted.append(allowlisted)
+        into.has_thumbnail.append(bool(thumbnail))
+    found.batches = [into.batch(dimension) for dimension, into in columns.items()]
     return found
+
+
+class _Opener:
+    """Opens the sealed embeddings of one job (its data key and the associated data's
+    prefix, built once)."""
+
+    __slots__ = ("_job_id", "_prefix", "_sealer")
+
+    def __init__(self, job_id: str, sealer: Sealer) -> None:
+        self._job_id = job_id
+        self._sealer = sealer
+        self._prefix = field_aad_prefix(job_id, "face_embedding")
+
+    @classmethod
+    def of(cls, conn: sa.Connection, revealer: Revealer, job: Any) -> _Opener | None:
+        key = revealer.key(conn, job.data_key_id)
+        return None if key is None else cls(job.job_id, key.sealer)
+
+    def open(self, sealed: Any, item_index: int, person_index: int) -> bytes:
+        if sealed is None:
+            raise KeyUnavailable("", f"a sealed embedding of job {self._job_id!r} is missing")
+        try:
+            return self._sealer.open(bytes(sealed),
+                                     aad=extend_aad(self._prefix, item_index, person_index))
+        except SealedValueError:
+            raise KeyUnavailable("", f"a sealed embedding of job {self._job_id!r} does not "
+                                 "verify") from None
 
 
 def _embedding(conn: sa.Connection, revealer: Revealer, job: Any, row: Any) -> bytes | None:

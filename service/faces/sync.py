@@ -141,7 +141,7 @@ class FaceSync:
             if not pks:
                 break
             found = await self.database.run_read(source.faces_of_jobs, self.keyring, pks=pks)
-            self.index.add(found.faces)
+            self.index.add_batches(found.batches)
             after = pks[-1]
             await asyncio.sleep(0)
         self._cursors = snapshot.Cursors(delivery_id, audit_id)
@@ -261,7 +261,7 @@ class FaceSync:
                 self.index.remove_job(job_id=job_id)
             for pk in found.jobs:
                 self.index.remove_job(job_pk=pk)
-            await self._added(self.index.add(found.faces))
+            await self._added(self.index.add_batches(found.batches))
         if rebuild:
             known = set(self.index.job_pks())
             after = 0
@@ -273,7 +273,7 @@ class FaceSync:
                 if missing:
                     found = await self.database.run_read(source.faces_of_jobs, self.keyring,
                                                          pks=missing)
-                    await self._added(self.index.add(found.faces))
+                    await self._added(self.index.add_batches(found.batches))
                 after = batch[-1]
         self._dirty = True
 

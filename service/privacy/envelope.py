@@ -9,6 +9,7 @@ caller's ``key_ref`` (an opaque id of the data key).
 
 from __future__ import annotations
 
+import functools
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -38,19 +39,25 @@ class SealedValueError(ValueError):
 
 def _encode(parts: tuple[bytes | int | str, ...]) -> bytes:
     """Each part typed and length-prefixed, so no two different tuples encode alike."""
-    chunks: list[bytes] = []
-    for part in parts:
-        if isinstance(part, bytes):
-            tag, data = b"b", part
-        elif isinstance(part, str):
-            tag, data = b"s", part.encode("utf-8")
-        elif isinstance(part, int) and not isinstance(part, bool):
-            tag, data = b"i", str(part).encode("ascii")
-        else:
-            raise TypeError(f"associated data parts are str, int or bytes, not "
-                            f"{type(part).__name__}")
-        chunks.append(tag + len(data).to_bytes(4, "big") + data)
-    return b"".join(chunks)
+    return b"".join([_int_part(part) if type(part) is int else _part(part) for part in parts])
+
+
+def _part(part: bytes | int | str) -> bytes:
+    if isinstance(part, bytes):
+        tag, data = b"b", part
+    elif isinstance(part, str):
+        tag, data = b"s", part.encode("utf-8")
+    else:
+        raise TypeError(f"associated data parts are str, int or bytes, not "
+                        f"{type(part).__name__}")
+    return tag + len(data).to_bytes(4, "big") + data
+
+
+@functools.lru_cache(maxsize=4096)
+def _int_part(value: int) -> bytes:
+    """An int's part (item and person indexes repeat: each is encoded once)."""
+    data = str(value).encode("ascii")
+    return b"i" + len(data).to_bytes(4, "big") + data
 
 
 def field_aad(job_id: str, field: str, *parts: int | str) -> bytes:
