@@ -104,8 +104,9 @@ def create_app(settings: Settings) -> Starlette:
             scheduler = RetentionScheduler(database.background, settings.encryption_keys,
                                            retention)
             scheduler.start()
-        faces = FaceRuntime(database.background, settings)
-        faces.start()
+        faces = FaceRuntime(database.background, settings) if settings.face_index else None
+        if faces is not None:
+            faces.start()
         try:
             yield {
                 "settings": settings,
@@ -117,10 +118,11 @@ def create_app(settings: Settings) -> Starlette:
                 "metrics": metrics,
                 "protector": protector,
                 "keyring": settings.encryption_keys,
-                "faces": faces.sync,
+                "faces": None if faces is None else faces.sync,
             }
         finally:
-            await faces.stop()
+            if faces is not None:
+                await faces.stop()
             if scheduler is not None:
                 await scheduler.stop()
             await database.dispose()

@@ -65,6 +65,8 @@ class Settings:
     encryption_keys: Keyring | None = None
     retain_biometrics_days: int | None = None
     retain_jobs_days: int | None = None
+    # This process keeps the face index (search) and may lead the people clustering.
+    face_index: bool = True
     # Where the secret came from, for messages only; never the secret itself.
     secrets_source: str = field(default="environment", compare=False)
     # Where the encryption keys came from ("environment", the key file's path, or "none").
@@ -176,6 +178,9 @@ class Settings:
         retain_biometrics = _parse_days(get("RETAIN_BIOMETRICS_DAYS"), "RETAIN_BIOMETRICS_DAYS",
                                         problems)
         retain_jobs = _parse_days(get("RETAIN_JOBS_DAYS"), "RETAIN_JOBS_DAYS", problems)
+        raw_face_index = get("FACE_INDEX")
+        face_index = (True if raw_face_index is None or not raw_face_index.strip()
+                      else _parse_bool(raw_face_index, "FACE_INDEX", problems))
 
         if problems:
             raise ConfigError(problems)
@@ -195,6 +200,7 @@ class Settings:
             encryption_keys=keyring,
             retain_biometrics_days=retain_biometrics,
             retain_jobs_days=retain_jobs,
+            face_index=face_index,
             secrets_source=source,
             keys_source="environment" if keyring is not None else "none",
         )

@@ -218,7 +218,8 @@ def create_engine(settings: Settings,
     )
 
 
-BACKGROUND_POOL_SIZE = 2
+BACKGROUND_POOL_SIZE = 1
+"""The background tasks' connections kept open (one more while two tasks read at once)."""
 
 
 def _background_engine(url: sa.URL) -> AsyncEngine:
@@ -229,7 +230,7 @@ def _background_engine(url: sa.URL) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=BACKGROUND_POOL_SIZE,
-        max_overflow=0,
+        max_overflow=1,
         pool_timeout=30,
         connect_args={
             "timeout": 5,

@@ -538,3 +538,18 @@ async def test_faces_of_one_identity_delivered_to_the_service_become_one_person(
     assert sorted((a["job_id"], a["item_index"], a["person_index"])
                   for a in detail["appearances"]) == [
         ("people_a", 0, 0), ("people_a", 1, 0), ("people_b", 0, 0)]
+
+
+async def test_a_process_without_a_face_index_answers_503_face_index_off_and_writes_no_snapshot(
+        settings: Settings, read_token: str) -> None:
+    off = replace(settings, face_index=False)
+    async with serve_in_process(off) as client:
+        await deliver(client, image_job(f"image_off_{uuid.uuid4().hex[:8]}",
+                                        [person([1.0, 0.0, 0.0])]))
+        searched = await search(client, read_token, {"embedding": [1.0, 0.0, 0.0]})
+        people = await client.get("/v1/people", headers=bearer(read_token))
+    assert searched.status_code == 503, searched.text
+    assert searched.json()["code"] == "face_index_off"
+    assert "RECEIVER_FACE_INDEX" in searched.json()["error"]
+    assert people.status_code == 200, people.text
+    assert not (off.data_dir / FILE_NAME).exists()

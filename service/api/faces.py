@@ -51,7 +51,10 @@ class SearchRequest:
 
 
 def _faces(request: Request) -> FaceSync:
-    faces: FaceSync = request.state.faces
+    faces: FaceSync | None = request.state.faces
+    if faces is None:
+        raise ApiError(503, "face_index_off", "this process keeps no face index "
+                       "(RECEIVER_FACE_INDEX=false); ask a replica that does")
     if not faces.ready:
         raise ApiError(503, "index_loading", "the face index is loading; retry shortly",
                        headers={"Retry-After": "2"})

@@ -335,7 +335,8 @@ ITEM_INDEX = _param("item_index", "path", {"type": "integer", "minimum": 0},
                     "the media item (0 for a video)")
 PERSON_INDEX = _param("person_index", "path", {"type": "integer", "minimum": 0},
                       "the person within the item (a video's persons count across its scenes)")
-LOADING = "the database is unavailable, or the face index is still loading (index_loading)"
+LOADING = ("the database is unavailable, the face index is still loading (index_loading), "
+           "or this process keeps none (face_index_off)")
 
 
 def _face_paths() -> dict[str, Schema]:
