@@ -86,6 +86,25 @@ def _targets(results: dict[str, Any]) -> list[str]:
             lines.append(f"| {where}: >= {times:.0f}x the naive peer | "
                          f"{_num(ratios.get('vs_naive'), 1)}x | "
                          f"{_verdict(_at_least(ratios.get('vs_naive'), times))} |")
+    for face in results.get("faces", []):
+        bound = 10.0 if face["faces"] <= 100_000 else 50.0
+        size = f"{face['faces']:,} faces x {face['dimension']}"
+        lines.append(f"| face search, {size}: p99 < {bound:.0f} ms | "
+                     f"{_num(face['search_p99_ms'], 2)} ms | "
+                     f"{_verdict(_below(face['search_p99_ms'], bound))} |")
+        lines.append(f"| face search, {size}: recall@10 >= 0.95 against exact | "
+                     f"{_num(face['recall_at_10'], 4)} | "
+                     f"{_verdict(_at_least(face['recall_at_10'], 0.95))} |")
+    for entry in results["throughput"]:
+        kept = entry["ratios"].get("vs_faces_off")
+        if entry["payload"] == "typical" and kept is not None:
+            profile = f" ({entry['profile']})" if entry.get("profile") else ""
+            where = f"{entry['database']}{profile}, {entry['workers']} worker(s)"
+            faces_off = _num(entry["targets"]["faces_off"]["per_second"])
+            service = _num(entry["targets"]["service"]["per_second"])
+            lines.append(f"| typical, {where}: face index on costs <= 10% of throughput "
+                         f"(service >= 0.90 of faces_off) | {_num(kept, 3)} ({service}/s vs "
+                         f"{faces_off}/s) | {_verdict(_at_least(kept, 0.90))} |")
     for entry in results["cost"]:
         if entry["payload"] == "large":
             seconds = entry["ms_p50"] / 1000
@@ -192,7 +211,7 @@ def _throughput(results: dict[str, Any]) -> list[str]:
             "peak RSS | server CPU | driver CPU | non-expected responses / errors |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for target in ("ceiling", "service", "naive"):
+        for target in ("ceiling", "service", "naive", "faces_off"):
             if target not in entry["targets"]:
                 continue
             s = entry["targets"][target]
@@ -208,6 +227,9 @@ def _throughput(results: dict[str, Any]) -> list[str]:
         driver = entry["targets"]["service"]["driver"]
         naive = ("" if ratios.get("vs_naive") is None else
                  f"; service / naive: **{_num(ratios['vs_naive'], 1)}x**")
+        if ratios.get("vs_faces_off") is not None:
+            naive += (f"; service / faces_off (the face index's cost): "
+                      f"**{_pct(ratios['vs_faces_off'])}**")
         lines += ["", f"service / ceiling: **{_pct(ratios['vs_ceiling'])}**{naive} "
                   f"(medians of per-run ratios; driver: "
                   f"{driver}; concurrency {results['config']['concurrency']}, "
@@ -250,6 +272,24 @@ def _queries(results: dict[str, Any]) -> list[str]:
                   + "; ".join(f"{s['database']} jobs {s['from']:,}-{s['to']:,} in "
                               f"{s['seconds']:.0f} s ({(s['to'] - s['from']) / s['seconds']:,.0f}"
                               f" jobs/s)" for s in results["seeding"])]
+    return lines
+
+
+def _faces(results: dict[str, Any]) -> list[str]:
+    lines = ["| faces x dimension | queries | search p50 ms | search p99 ms | recall@10 | exact "
+             "p99 ms | fill s | graph build s | RSS before / filled / built | arrays | graph |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f in results["faces"]:
+        lines.append(
+            f"| {f['faces']:,} x {f['dimension']} ({f['data']}) | {f['queries']} | "
+            f"{_num(f['search_p50_ms'], 2)} | {_num(f['search_p99_ms'], 2)} | "
+            f"{_num(f['recall_at_10'], 4)} | {_num(f['exact_p99_ms'], 1)} | "
+            f"{_num(f['fill_seconds'], 1)} | {_num(f['build_seconds'], 1)} | "
+            f"{_mb(f['rss_start'])} / {_mb(f['rss_filled'])} / {_mb(f['rss_built'])} | "
+            f"{_mb(f['index_arrays_bytes'])} | {_mb(f['graph_bytes'])} |")
+    hnsw = results["faces"][0].get("hnsw") or {}
+    lines += ["", f"HNSW (usearch): connectivity {hnsw.get('connectivity')}, expansion_search "
+              f"{hnsw.get('expansion_search')}, {hnsw.get('dtype')}."]
     return lines
 
 
@@ -342,6 +382,14 @@ def render(results: dict[str, Any], raw_path: Path | str) -> str:
            "the rows the service's own `payloads.parse` + `ingest.prepare` produce, with the "
            "values `ingest.store` writes for a first delivery" if loader == "bulk" else
            "the service's `ingest.prepare` + `ingest.store` per job, 200 jobs per transaction")
+    if results.get("faces"):
+        out += ["", "## Face search at scale (bench/faces.py)", "",
+                "The service's face index (`service/faces/index.py`) filled the tailer's way, "
+                "then searched through `FaceIndex.search` (the code of `POST /v1/faces/search`) "
+                "with k = 10; recall@10 against `exact=true` on the same queries. Synthetic "
+                "faces: identities x 20 noisy observations (same-identity cosine 0.6-0.8); "
+                "queries are fresh observations. One process per size; RSS of that process.",
+                "", *_faces(results)]
     out += ["", "## Query latency", "",
             "Concurrency 1, 1-worker service, requests spread over random stored jobs; "
             f"the database was filled by the fast loader (bench/seed.py, `{loader}` mode: "

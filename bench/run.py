@@ -7,6 +7,9 @@ each worker count, it starts three servers side by side under identical uvicorn 
 * ``ceiling``: :mod:`bench.ceiling` (read the body, verify the HMAC, 204),
 * ``naive``: :mod:`bench.naive` (one ORM object per row, a commit per request) on its own
   freshly migrated database of the same kind,
+* ``faces_off``: the same service with ``RECEIVER_FACE_INDEX=false`` on its own database, for
+  the cost of the face index and people clustering (service / faces_off; ``--skip faces-off``
+  leaves it out),
 
 warms each up, then measures ``--runs`` timed windows per payload, rotating the order of the
 three targets in every run, so that each run's three numbers were taken within seconds of
@@ -128,7 +131,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
                         "rows (default) or ingest.store per job (faithful, ~5x slower)")
     parser.add_argument("--skip", default="",
                         help="parts to leave out: throughput,cost,large,queries,under-load,"
-                        "client-check")
+                        "client-check,faces (face search at scale, bench/faces.py),faces-off "
+                        "(the service without its face index, in the throughput rotation)")
     parser.add_argument("--keep-databases", action="store_true",
                         help="keep the SQLite files in bench/out/run-*/ (deleted by default)")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
@@ -219,12 +223,14 @@ def spawn_server(kind: str, *, workers: int, secret: str, workdir: Path,
                  database_url: str | None = None) -> Server:
     port = free_port()
     env = _base_env()
-    if kind == "service":
+    if kind in ("service", "faces_off"):
         assert database_url is not None
         command = [str(RECEIVER), "serve", "--host", "127.0.0.1", "--port", str(port),
                    "--workers", str(workers)]
         env.update(RECEIVER_DATABASE_URL=database_url, RECEIVER_WEBHOOK_SECRETS=secret,
                    RECEIVER_LOG_LEVEL="warning", RECEIVER_LOG_FORMAT="json")
+        if kind == "faces_off":
+            env["RECEIVER_FACE_INDEX"] = "false"
     else:
         command = [str(PYTHON), "-m", f"bench.{kind}", "--host", "127.0.0.1", "--port",
                    str(port), "--workers", str(workers)]
@@ -520,17 +526,18 @@ def use_wrk(cfg: Config, payload: str) -> bool:
 def throughput(cfg: Config, dbs: Databases, results: dict[str, Any]) -> None:
     # The naive peer is measured where the targets are judged; the stock PostgreSQL run
     # compares the service with the ceiling only.
-    targets = TARGETS if dbs.tuned else ("ceiling", "service")
+    targets: tuple[str, ...] = TARGETS if dbs.tuned else ("ceiling", "service")
+    if "faces-off" not in cfg.skip:
+        targets += ("faces_off",)
     for workers in cfg.workers[dbs.kind]:
         log(f"{dbs.label}, {workers} worker(s): migrating databases, starting servers")
-        names = [f"service_w{workers}_{dbs.profile or 'db'}_{_RUN_ID}"]
-        if "naive" in targets:
-            names.append(f"naive_w{workers}_{_RUN_ID}")
-        urls = dbs.new_many(*names)
-        service_url = urls[0]
-        specs = [("ceiling", workers, None), ("service", workers, service_url)]
-        if "naive" in targets:
-            specs.append(("naive", workers, urls[1]))
+        databases = {"service": f"service_w{workers}_{dbs.profile or 'db'}_{_RUN_ID}",
+                     "naive": f"naive_w{workers}_{_RUN_ID}",
+                     "faces_off": f"facesoff_w{workers}_{dbs.profile or 'db'}_{_RUN_ID}"}
+        wanted = [t for t in targets if t in databases]
+        urls = dict(zip(wanted, dbs.new_many(*[databases[t] for t in wanted]), strict=True))
+        service_url = urls["service"]
+        specs = [("ceiling", workers, None)] + [(t, workers, urls[t]) for t in wanted]
         with servers(*specs, secret=SECRET, workdir=cfg.workdir) as running:
             log(f"{dbs.label}, {workers} worker(s): servers ready")
             meter = dbs.meter(running["service"], service_url)
@@ -575,6 +582,10 @@ def throughput(cfg: Config, dbs: Databases, results: dict[str, Any]) -> None:
                     "vs_naive": median([s["per_second"] / n["per_second"] for s, n in
                                         zip(windows["service"], windows["naive"], strict=True)
                                         if n["per_second"]]) if "naive" in targets else None,
+                    "vs_faces_off": median([
+                        s["per_second"] / f["per_second"] for s, f in
+                        zip(windows["service"], windows["faces_off"], strict=True)
+                        if f["per_second"]]) if "faces_off" in targets else None,
                 }
                 results["throughput"].append({
                     "database": dbs.kind, "profile": dbs.profile, "workers": workers,
@@ -868,6 +879,21 @@ def machine_info() -> dict[str, Any]:
 
 # --- main ---------------------------------------------------------------------------------------
 
+FACE_SIZES = {True: ("100000x128",), False: ("100000x128", "1000000x512")}
+
+
+def face_search(cfg: Config, results: dict[str, Any]) -> None:
+    """bench/faces.py, one process per size (its RSS is that size's alone)."""
+    queries = 300 if cfg.quick else 1000
+    for size in FACE_SIZES[cfg.quick]:
+        out = cfg.workdir / f"faces-{size}.json"
+        log(f"face search {size}: filling, building, {queries} queries")
+        subprocess.run([str(PYTHON), "-m", "bench.faces", "--sizes", size,  # noqa: S603
+                        "--queries", str(queries), "--json", str(out)],
+                       check=True, cwd=ROOT, env=_base_env())
+        results["faces"] += json.loads(out.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
@@ -879,7 +905,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set)
                        else v) for k, v in vars(cfg).items()},
         "machine": machine_info(), "databases": {}, "throughput": [], "cost": [],
-        "queries": [], "seeding": [], "under_load": [], "client_check": None,
+        "queries": [], "seeding": [], "under_load": [], "client_check": None, "faces": [],
         "payload_sizes": {n: payloads.template(n, cfg.seed).size
                           for n in payloads.PAYLOAD_NAMES},
     }
@@ -889,6 +915,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "client-check" not in cfg.skip:
             client_check(cfg, results)
+        if "faces" not in cfg.skip:
+            face_search(cfg, results)
         for kind in cfg.databases:
             profiles: list[str | None] = [None]
             if kind == "postgresql":

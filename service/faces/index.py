@@ -309,6 +309,11 @@ class Collection:
     def uses_hnsw(self) -> bool:
         return self._hnsw is not None
 
+    @property
+    def graph(self) -> HnswIndex | None:
+        """The HNSW graph searches use now (None: exact search only), for its figures."""
+        return self._hnsw
+
     def vector_of(self, key: FaceKey) -> Vectors | None:
         row = self.rows.get(key)
         return None if row is None else self.vectors[row].copy()
