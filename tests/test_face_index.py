@@ -83,20 +83,52 @@ def test_a_filter_matching_one_percent_on_the_hnsw_path_still_returns_k_hits(
         added, query, 10, [bool(f.allowlisted) for f in added])
 
 
-def test_faces_added_after_the_graph_was_built_are_found_exactly() -> None:
+def test_faces_added_after_the_graph_was_built_join_the_graph_and_are_found() -> None:
     index = FaceIndex(hnsw_threshold=300)
     added = faces(1000)
     index.add(added)
     index.search(normalized(added[0].vector), 1)  # a search asks for the graph
+    collection = index.collections[DIMENSION]
+    graph = collection.graph
+    assert graph is not None
+    assert len(graph) == 1000
     later = faces(30, seed=99, job_pk=5000)
     index.add(later)
-    collection = index.collections[DIMENSION]
-    assert collection.uses_hnsw
-    assert collection._graph_rows == 1000  # the 30 are the tail, not yet in the graph
+    assert collection.graph is graph
+    assert len(graph) == 1030
     query = normalized(later[4].vector)
     assert index.search(query, 1)[0].key == later[4].key
     index.remove_faces([later[4].key])
     assert later[4].key not in [h.key for h in index.search(query, 5)]
+
+
+@pytest.mark.anyio
+async def test_in_a_service_the_graph_grows_on_a_worker_thread_and_the_tail_is_searched_exactly(
+        ) -> None:
+    index = FaceIndex(hnsw_threshold=300)
+    added = faces(1000)
+    index.add(added)
+    index.search(normalized(added[0].vector), 1)  # builds on a worker thread
+    collection = index.collections[DIMENSION]
+    for _ in range(200):
+        if collection.uses_hnsw:
+            break
+        await asyncio.sleep(0.05)
+    assert collection.uses_hnsw
+    graph = collection.graph
+    later = faces(300, seed=99, job_pk=5000)
+    index.add(later)
+    # At once, before the worker thread added them: every new face is found (the tail).
+    for face in later[::30]:
+        assert index.search(normalized(face.vector), 1)[0].key == face.key
+    for _ in range(200):
+        if collection.graph is not None and len(collection.graph) == 1300:
+            break
+        await asyncio.sleep(0.05)
+    assert collection.graph is graph
+    assert len(graph) == 1300
+    for face in later[::30]:
+        assert index.search(normalized(face.vector), 1)[0].key == face.key
 
 
 def test_no_graph_is_built_until_the_collection_is_searched() -> None:

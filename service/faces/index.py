@@ -22,6 +22,7 @@ every face; :attr:`FaceIndex.dimensions` lists the dimensions held.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,13 +39,23 @@ SELECTIVE_ROWS = 20_000
 OVERFETCH = 4
 """HNSW candidates fetched per hit wanted; multiplied by 4 again while too few pass."""
 REBUILD_ROWS = 10_000
+"""The graph is rebuilt once this many of its rows (or a tenth of them, if more) were
+removed since it was built; new rows are added to it as they come (see GRAPH_CHUNK)."""
 SEARCHED_RECENTLY_SECONDS = 600.0
 """The HNSW graph is built and kept fresh only while a collection is being searched: a
 search, or new faces within this long of one. Until then (and for the first searches, while
 the graph builds on a worker thread) search is exact, and ingesting faces costs no graph
-building at all (a millisecond per face on a busy 2-core machine, in every process)."""
-"""The graph is rebuilt once this many rows (or a tenth of it, if more) were added to the
-collection or removed from it since it was built."""
+building at all (a fraction of a millisecond per face, in every process)."""
+GRAPH_CHUNK = 64
+"""New rows added to the graph at a time, on a worker thread: a search waits for at most
+one such chunk (a few milliseconds)."""
+GRAPH_DTYPE = "i8"
+"""The graph's own copy of the vectors: 8-bit (a quarter of float32's memory, several times
+faster to build). Its candidates are then ranked by the exact float32 vectors, so the
+similarities returned are exact."""
+GRAPH_CONNECTIVITY = 16
+GRAPH_EXPANSION_ADD = 64
+GRAPH_EXPANSION_SEARCH = 64
 _INITIAL_CAPACITY = 1024
 
 KINDS = ("video", "image_batch")
@@ -188,6 +199,9 @@ class Collection:
         self._building = False
         self._last_search = -SEARCHED_RECENTLY_SECONDS
         self._generation = 0
+        # Held while the graph changes (a chunk added on a worker thread, a compaction) and
+        # while a search reads it: the graph library is not safe for both at once.
+        self._graph_lock = threading.Lock()
 
     def _allocate(self, capacity: int) -> None:
         def grow(name: str, dtype: Any, shape: tuple[int, ...]) -> Any:
@@ -249,6 +263,11 @@ class Collection:
         return len(rows)
 
     def _compact(self) -> None:
+        with self._graph_lock:
+            self._compact_locked()
+        self._maybe_build()
+
+    def _compact_locked(self) -> None:
         keep = np.flatnonzero(self.alive[:self.size])
         for name in ("vectors", "job_pk", "item_index", "person_index", "kind", "received_at",
                      "allowlisted", "has_thumbnail", "alive"):
@@ -260,50 +279,69 @@ class Collection:
                              int(self.person_index[r])): r for r in range(self.size)}
         self._generation += 1  # row numbers changed: a graph of the old ones is useless
         self._hnsw, self._graph_rows, self._graph_dead = None, 0, 0
-        self._maybe_build()
 
     # --- the approximate index ---------------------------------------------------------------
     #
     # The HNSW graph covers the rows below ``_graph_rows``; rows added since (the tail) are
-    # searched exactly, and removed rows are filtered out by ``alive``. When the tail or the
-    # removed rows grow past a tenth of the graph, a new graph is built from a copy of the
-    # vectors on a worker thread (building costs about a millisecond per face on a busy
-    # 2-core machine: it must never hold the event loop) and swapped in when done.
+    # searched exactly, and removed rows are filtered out by ``alive``. The graph is built
+    # from a copy of the vectors on a worker thread (it must never hold the event loop) and
+    # swapped in when done; then the tail is added to it, GRAPH_CHUNK rows at a time, on a
+    # worker thread too. Once a tenth of its rows were removed, it is built again.
 
     def _maybe_build(self) -> None:
         if self._building or self.live < self.hnsw_threshold:
             return
         if time.monotonic() - self._last_search > SEARCHED_RECENTLY_SECONDS:
             return  # nobody searches: no graph to keep up
-        tail = self.size - self._graph_rows
-        if self._hnsw is not None and tail < max(REBUILD_ROWS, self._graph_rows // 10) and (
-                self._graph_dead < max(REBUILD_ROWS, self._graph_rows // 10)):
-            return
-        rows = np.flatnonzero(self.alive[:self.size])
-        vectors = self.vectors[rows]  # a copy
-        size, generation = self.size, self._generation
+        graph, generation = self._hnsw, self._generation
+        if graph is None or self._graph_dead >= max(REBUILD_ROWS, self._graph_rows // 10):
+            rows = np.flatnonzero(self.alive[:self.size])
+            vectors = self.vectors[rows]  # a copy
+            size = self.size
+            self._in_background(lambda: self._install(
+                _build_graph(self.dimension, rows, vectors), rows, size, generation))
+        elif self.size > self._graph_rows:
+            self._in_background(lambda: self._extend(graph, generation))
+
+    def _in_background(self, work: Any) -> None:
+        """``work()`` on a worker thread (at once when no event loop runs), then look again."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._install(_build_graph(self.dimension, rows, vectors), rows, size, generation)
+            work()
+            self._maybe_build()
             return
         self._building = True
-        future = loop.run_in_executor(None, _build_graph, self.dimension, rows, vectors)
+        future = loop.run_in_executor(None, work)
 
-        def built(done: asyncio.Future[HnswIndex]) -> None:
+        def done(_future: asyncio.Future[None]) -> None:
             self._building = False
-            if not done.cancelled() and done.exception() is None:
-                self._install(done.result(), rows, size, generation)
             self._maybe_build()
 
-        future.add_done_callback(built)
+        future.add_done_callback(done)
 
     def _install(self, graph: HnswIndex, rows: npt.NDArray[np.int64], size: int,
                  generation: int) -> None:
-        if generation != self._generation:
-            return
-        self._hnsw, self._graph_rows = graph, size
-        self._graph_dead = int(np.count_nonzero(~self.alive[rows]))
+        with self._graph_lock:
+            if generation != self._generation:
+                return
+            self._hnsw, self._graph_rows = graph, size
+            self._graph_dead = int(np.count_nonzero(~self.alive[rows]))
+
+    def _extend(self, graph: HnswIndex, generation: int) -> None:
+        """Add the tail to ``graph``, a chunk at a time (a worker thread's work)."""
+        while True:
+            with self._graph_lock:
+                if generation != self._generation or graph is not self._hnsw:
+                    return
+                start = self._graph_rows
+                stop = min(self.size, start + GRAPH_CHUNK)
+                if start >= stop:
+                    return
+                rows = start + np.flatnonzero(self.alive[start:stop])
+                if len(rows):
+                    graph.add(rows.astype(np.uint64), self.vectors[rows], threads=1)
+                self._graph_rows = stop
 
     @property
     def uses_hnsw(self) -> bool:
@@ -377,30 +415,36 @@ class Collection:
                      ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]] | None:
         """The top ``k`` from the graph's candidates and the exactly searched tail; None when
         the filter keeps too few candidates (the caller searches exactly)."""
-        graph = self._hnsw
-        assert graph is not None
-        total = len(graph)
-        alive_share = max(0.1, 1.0 - self._graph_dead / max(1, total))
-        count = min(total, int(k * OVERFETCH / alive_share) + 1)
-        while True:
-            matches = graph.search(query, count)
-            rows = np.asarray(matches.keys, dtype=np.int64)
-            similarities = 1.0 - np.asarray(matches.distances, dtype=np.float64)
-            keep = mask[rows]
-            enough = int(keep.sum()) >= k
-            below = min_similarity is not None and bool(
-                (similarities < min_similarity).any())
-            if enough or below or count >= total:
-                break
-            if count * OVERFETCH > total // 2:
-                return None  # most of the graph: the exact path is as cheap, and complete
-            count = min(total, count * OVERFETCH)
+        with self._graph_lock:
+            graph, graph_rows = self._hnsw, self._graph_rows
+            if graph is None:
+                return None
+            total = len(graph)
+            alive_share = max(0.1, 1.0 - self._graph_dead / max(1, total))
+            count = min(total, int(k * OVERFETCH / alive_share) + 1)
+            while True:
+                matches = graph.search(query, count)
+                rows = np.asarray(matches.keys, dtype=np.int64)
+                similarities = 1.0 - np.asarray(matches.distances, dtype=np.float64)
+                keep = mask[rows]
+                enough = int(keep.sum()) >= k
+                below = min_similarity is not None and bool(
+                    (similarities < min_similarity).any())
+                if enough or below or count >= total:
+                    break
+                if count * OVERFETCH > total // 2:
+                    return None  # most of the graph: the exact path is as cheap, and complete
+                count = min(total, count * OVERFETCH)
         if not enough and not below and count >= total and len(rows) < total:
             return None
-        graph_rows, graph_scores = rows[keep][:k], similarities[keep][:k]
-        tail_rows, tail_scores = self._search_exact(query, k, mask, self._graph_rows)
-        rows = np.concatenate([graph_rows, tail_rows])
-        scores = np.concatenate([graph_scores, tail_scores.astype(np.float64)])
+        # The graph's candidates in the exact order of the float32 vectors (its own distances
+        # are of its own, possibly narrower, copy).
+        found = rows[keep]
+        found_scores = (self.vectors[found] @ query).astype(np.float64)
+        best = np.argsort(-found_scores, kind="stable")[:k]
+        tail_rows, tail_scores = self._search_exact(query, k, mask, graph_rows)
+        rows = np.concatenate([found[best], tail_rows])
+        scores = np.concatenate([found_scores[best], tail_scores.astype(np.float64)])
         order = np.argsort(-scores, kind="stable")[:k]
         return rows[order], scores[order]
 
@@ -608,7 +652,9 @@ class FaceIndex:
 
 
 def _build_graph(dimension: int, rows: npt.NDArray[np.int64], vectors: Vectors) -> HnswIndex:
-    graph = HnswIndex(ndim=dimension, metric="ip", dtype="f32")
+    graph = HnswIndex(ndim=dimension, metric="ip", dtype=GRAPH_DTYPE,
+                      connectivity=GRAPH_CONNECTIVITY, expansion_add=GRAPH_EXPANSION_ADD,
+                      expansion_search=GRAPH_EXPANSION_SEARCH)
     if len(rows):
         graph.add(rows.astype(np.uint64), vectors)
     return graph
