@@ -110,24 +110,32 @@ def existing_people(conn: sa.Connection, ids: Collection[int]) -> set[int]:
     return found
 
 
-def save_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime) -> int:
-    """Put each face in its cluster (inserted, or moved with its new similarity), refresh the
-    touched clusters' counts; faces whose person row is gone or erased are skipped. Returns
-    the members written."""
+def _live_rows(conn: sa.Connection, assigned: Sequence[Member],
+               now: datetime) -> list[dict[str, Any]]:
+    """The member rows of ``assigned`` whose person row exists and is not erased."""
     live = live_faces(conn, [m.face for m in assigned])
-    rows = [{"job_pk": m.face[0], "item_index": m.face[1], "person_index": m.face[2],
+    return [{"job_pk": m.face[0], "item_index": m.face[1], "person_index": m.face[2],
              "person_id": m.person_id, "similarity": m.similarity, "assigned_at": now}
             for m in assigned if m.face in live]
-    if not rows:
-        return 0
-    insert: Any = (postgresql.insert(members) if conn.dialect.name == "postgresql"
-                   else sqlite.insert(members))
-    conn.execute(insert.on_conflict_do_update(
-        index_elements=["job_pk", "item_index", "person_index"],
-        set_={"person_id": insert.excluded.person_id,
-              "similarity": insert.excluded.similarity,
-              "assigned_at": insert.excluded.assigned_at}), rows)
-    refresh_appearances(conn, {m.person_id for m in assigned if m.face in live}, now)
+
+
+def _insert(conn: sa.Connection) -> Any:
+    return (postgresql.insert(members) if conn.dialect.name == "postgresql"
+            else sqlite.insert(members))
+
+
+def save_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime) -> int:
+    """Put each face in its cluster (inserted, or moved with its new similarity); faces whose
+    person row is gone or erased are skipped. Returns the members written. The caller
+    recounts the clusters (:func:`refresh_appearances`)."""
+    rows = _live_rows(conn, assigned, now)
+    if rows:
+        insert = _insert(conn)
+        conn.execute(insert.on_conflict_do_update(
+            index_elements=["job_pk", "item_index", "person_index"],
+            set_={"person_id": insert.excluded.person_id,
+                  "similarity": insert.excluded.similarity,
+                  "assigned_at": insert.excluded.assigned_at}), rows)
     return len(rows)
 
 
@@ -136,16 +144,12 @@ def add_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime) 
     add what was inserted to the clusters' counts: no recount, so a new face costs the same
     however large its cluster. Faces whose person row is gone or erased are skipped. Returns
     the members inserted."""
-    live = live_faces(conn, [m.face for m in assigned])
-    rows = [{"job_pk": m.face[0], "item_index": m.face[1], "person_index": m.face[2],
-             "person_id": m.person_id, "similarity": m.similarity, "assigned_at": now}
-            for m in assigned if m.face in live]
+    rows = _live_rows(conn, assigned, now)
     if not rows:
         return 0
-    insert: Any = (postgresql.insert(members) if conn.dialect.name == "postgresql"
-                   else sqlite.insert(members))
     inserted = Counter(int(r[0]) for r in conn.execute(
-        insert.on_conflict_do_nothing(index_elements=["job_pk", "item_index", "person_index"])
+        _insert(conn).on_conflict_do_nothing(
+            index_elements=["job_pk", "item_index", "person_index"])
         .returning(members.c.person_id), rows))
     if inserted:
         conn.execute(
