@@ -13,6 +13,7 @@ Deliveries keep every authenticated request; their raw bytes live once per disti
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -492,3 +493,14 @@ POSITION_KEYS: dict[str, tuple[str, ...]] = {
     "tags": ("item_index", "tag_index"),
 }
 """Within a job, the columns that give each entity row its place in the payload, in order."""
+
+
+def keyed_rows(table: sa.Table, columns: tuple[str, ...],
+               keys: Iterable[tuple[Any, ...]]) -> sa.ColumnElement[bool]:
+    """``table``'s rows whose ``columns`` (the first being ``job_pk``) equal one of ``keys``.
+    The jobs' primary keys are listed on their own too: SQLite scans the whole table for a
+    row-value ``IN`` alone, and searches the index by ``job_pk`` when it is listed (see
+    tests/test_sqlite_plans.py)."""
+    wanted = list(keys)
+    return sa.and_(table.c[columns[0]].in_(sorted({key[0] for key in wanted})),
+                   sa.tuple_(*(table.c[c] for c in columns)).in_(wanted))

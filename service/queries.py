@@ -181,9 +181,7 @@ def _segments_of(conn: sa.Connection, keys: list[tuple[int, int, int]]
         return found
     rows = conn.execute(
         sa.select(segments)
-        .where(segments.c.job_pk.in_(sorted({key[0] for key in keys})),
-               sa.tuple_(segments.c.job_pk, segments.c.item_index,
-                         segments.c.section_index).in_(keys))
+        .where(models.keyed_rows(segments, ("job_pk", "item_index", "section_index"), keys))
         .order_by(segments.c.job_pk, segments.c.item_index, segments.c.section_index,
                   segments.c.segment_index))
     for r in rows:

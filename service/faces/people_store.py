@@ -62,12 +62,7 @@ def load_membership(conn: sa.Connection) -> list[Member]:
 
 
 def _is_one_of(table: sa.Table, faces: Collection[Face]) -> sa.ColumnElement[bool]:
-    """``table``'s rows of these faces. The job primary keys are named on their own too:
-    SQLite scans the whole table for a row-value IN alone, but searches the index by
-    ``job_pk`` when it is listed (tested by the query plans' test)."""
-    return sa.and_(table.c.job_pk.in_(sorted({face[0] for face in faces})),
-                   sa.tuple_(table.c.job_pk, table.c.item_index,
-                             table.c.person_index).in_(list(faces)))
+    return models.keyed_rows(table, ("job_pk", "item_index", "person_index"), faces)
 
 
 def _batches(faces: Collection[Face]) -> Iterable[list[Face]]:

@@ -293,9 +293,8 @@ def hit_details(conn: sa.Connection, keyring: Any,
                          _person_scenes.c.job_pk == _persons.c.job_pk,
                          _person_scenes.c.item_index == _persons.c.item_index,
                          _person_scenes.c.scene_index == _persons.c.scene_index)))
-        .where(_persons.c.job_pk.in_(sorted({key.job_pk for key in keys})),
-               sa.tuple_(_persons.c.job_pk, _persons.c.item_index, _persons.c.person_index)
-               .in_([tuple(key) for key in keys]),
+        .where(models.keyed_rows(_persons, ("job_pk", "item_index", "person_index"),
+                                 [tuple(key) for key in keys]),
                sa.not_(_persons.c.erased),
                sa.or_(_persons.c.face_embedding.is_not(None),
                       _persons.c.face_embedding_sealed.is_not(None))))
