@@ -1,4 +1,6 @@
-"""Job routes: list, summary, the rebuilt payload, entity rows, deletion."""
+"""Job routes: list, summary, the rebuilt payload, entity rows, deletion. A job expected
+(:mod:`service.reconcile.expected`) and still without a result has a summary and is listed
+by its status, but no payload or rows."""
 
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from service.api.auth import authorized_read, require_token
 from service.api.reveal import WITHHELD_HEADER, revealer
 from service.db import UNAVAILABLE_ERRORS, Database
 from service.http import ApiError, JSONResponse, unavailable
+from service.models import utcnow
 from service.pagination import Page
 from service.privacy import audit
 from service.privacy.reveal import Revealer
-from service.vocabulary import JOB_KINDS, JOB_STATUSES
+from service.reconcile import expected
+from service.vocabulary import AWAITED_STATUSES, JOB_KINDS, JOB_STATUSES, AwaitedStatus
 
 Json = dict[str, Any]
 
@@ -61,30 +65,58 @@ def not_found(job_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no job {job_id!r}", {"job_id": job_id})
 
 
+STATUSES = (*JOB_STATUSES, *AWAITED_STATUSES)
+"""A job's status: its result's, or (expected, no result yet) pending, overdue, expired."""
+AWAITED_LISTING = "jobs-awaited"
+"""The cursor kind of a listing of awaited jobs (``status=pending|overdue|expired``)."""
+
+
 async def list_jobs(request: Request) -> Response:
+    """Jobs with a result newest first; with ``status=pending|overdue|expired``, the expected
+    jobs awaiting theirs, newest submission first (``received_after``/``_before`` then apply
+    to the submission time)."""
+    kind_of_listing = "jobs"
+
     def read(conn: sa.Connection) -> Page:
-        status = params.choice(request, "status", JOB_STATUSES)
+        nonlocal kind_of_listing
+        status = params.choice(request, "status", STATUSES)
         kind = params.choice(request, "kind", JOB_KINDS)
         received_after = params.timestamp(request, "received_after")
         received_before = params.timestamp(request, "received_before")
         limit = params.limit(request)
-        after = pagination.cursor(request, "jobs", (int, int))
+        awaited = _awaited_status(status)
+        if awaited is not None:
+            kind_of_listing = AWAITED_LISTING
+        after = pagination.cursor(request, kind_of_listing, (int, int))
         if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
             raise pagination.bad_cursor()
-        return queries.list_jobs(
+        if awaited is not None:
+            return expected.list_awaited(
+                conn, status=awaited, kind=kind, submitted_after=received_after,
+                submitted_before=received_before, after=after, limit=limit, now=utcnow())
+        page = queries.list_jobs(
             conn, status=status, kind=kind, received_after=received_after,
             received_before=received_before, after=after, limit=limit)
+        expected.annotate(conn, page.rows)
+        return page
 
     page = await authorized_read(request, "read", read)
     for row in page.rows:
         row["links"] = job_links(request, row["job_id"])
-    return pagination.page_response("jobs", page)
+    return pagination.page_response(kind_of_listing, page)
+
+
+def _awaited_status(status: str | None) -> AwaitedStatus | None:
+    for awaited in AWAITED_STATUSES:
+        if status == awaited:
+            return awaited
+    return None
 
 
 async def get_job(request: Request) -> Response:
     def read(conn: sa.Connection) -> tuple[str, Json | None]:
         job_id = job_id_param(request)
-        return job_id, queries.job_summary(conn, job_id)
+        return job_id, expected.job_summary(conn, job_id, utcnow())
 
     job_id, summary = await authorized_read(request, "read", read)
     if summary is None:
