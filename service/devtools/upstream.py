@@ -547,6 +547,7 @@ class Front:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close_for(self, seconds: float) -> None:
+        await asyncio.sleep(0.05)  # the answer to the control request goes out first
         self._closed_until = time.monotonic() + seconds
         await self.shut()
         log.warning("upstream.unreachable", seconds=seconds)
