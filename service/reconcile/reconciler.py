@@ -17,9 +17,10 @@ Pacing. Polls start at most ``RECEIVER_RECONCILE_POLLS_PER_SECOND`` apart (a glo
 only the leader polls), a few at a time. A job not ready yet is polled again after an
 exponential backoff with jitter (the interval doubling per attempt, up to
 ``RECEIVER_RECONCILE_BACKOFF_MAX_SECONDS``). A 429, a ``Retry-After`` on a 5xx, or an upstream
-that does not answer at all pauses every poll: for the ``Retry-After`` when given, else for a
-backoff that grows while the upstream stays away. A job past its ``Max-Processing-Time`` by
-more than the expected margin is not polled any more: it stays ``expired``.
+that does not answer at all pauses every poll: for the ``Retry-After`` when given (polls in
+flight finish), else for a backoff that grows while the upstream stays away. A job past its
+``Max-Processing-Time`` by more than the expected margin is not polled any more: it stays
+``expired``.
 
 Nothing here logs a token, a secret or a body; clock, sleep and randomness are injectable.
 """
@@ -57,6 +58,8 @@ TASK_NAME = "reconciler"
 CONCURRENT_POLLS = 8
 SETTLE_BATCH = 500
 MAX_DUE_BATCH = 1000
+MAX_RETRY_AFTER_SECONDS = 86400.0
+"""A longer Retry-After is taken as this (a day): an absurd value never stops polls for good."""
 
 _STORE_OUTCOMES: dict[str, PollOutcome] = {
     "stored": "stored", "duplicate": "duplicate", "updated": "updated", "ignored": "ignored",
@@ -195,9 +198,8 @@ class Reconciler:
         """Pause every poll for ``seconds`` (the upstream's Retry-After), or for a backoff
         that grows with the answers missed in a row; returns the pause."""
         self._trouble += 1
-        if seconds is None:
-            seconds = self._backoff(self._trouble)
-        seconds = min(seconds, self._backoff_max)
+        seconds = (self._backoff(self._trouble) if seconds is None
+                   else min(seconds, MAX_RETRY_AFTER_SECONDS))
         self._paused_until = max(self._paused_until, self._monotonic() + seconds)
         return seconds
 
