@@ -92,14 +92,34 @@ def submit_jobs(sim: Simulator, servers: Sequence[Server], token: str, count: in
             job_id = sim.submit_images(images, webhook_url=webhook, secret=SECRET)
             body = {"kind": "image_batch", "image_count": images}
         recorder = servers[(n + 1) % len(servers)]
-        response = httpx.post(recorder.url + "/v1/jobs/expected", headers=bearer(token),
-                              json={"job_id": job_id, "submitted_at": submitted_at, **body},
-                              timeout=30)
+        response = client.post(recorder.url + "/v1/jobs/expected",
+                               json={"job_id": job_id, "submitted_at": submitted_at, **body})
         assert response.status_code in (200, 201), response.text
         return job_id
 
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    with httpx.Client(headers=bearer(token), timeout=30) as client, \
+            concurrent.futures.ThreadPoolExecutor(4) as pool:
         return list(pool.map(one, range(count)))
+
+
+_clients: dict[tuple[str, str], httpx.Client] = {}
+
+
+def server_client(server: Server, token: str) -> httpx.Client:
+    """One kept-alive client per server and token (a new client per request costs more than
+    the request: its TLS context)."""
+    key = (server.url, token)
+    if key not in _clients:
+        _clients[key] = httpx.Client(base_url=server.url, headers=bearer(token), timeout=30)
+    return _clients[key]
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    for client in _clients.values():
+        client.close()
+    _clients.clear()
 
 
 def awaited(server: Server, token: str) -> list[str]:
@@ -108,8 +128,7 @@ def awaited(server: Server, token: str) -> list[str]:
         cursor = None
         while True:
             params = {"status": status, "limit": "500", **({"cursor": cursor} if cursor else {})}
-            page = httpx.get(server.url + "/v1/jobs", params=params, headers=bearer(token),
-                             timeout=30).json()
+            page = server_client(server, token).get("/v1/jobs", params=params).json()
             job_ids += [row["job_id"] for row in page["data"]]
             cursor = page["next_cursor"]
             if cursor is None:
@@ -162,11 +181,11 @@ def assert_stored_exactly_once(database_url: str, job_ids: Sequence[str]) -> Cou
 
 def assert_payloads_match(sim: Simulator, server: Server, token: str,
                           job_ids: Sequence[str]) -> None:
-    with httpx.Client(base_url=server.url, headers=bearer(token), timeout=30) as client:
-        for job_id in job_ids:
-            payload = client.get(f"/v1/jobs/{job_id}/payload")
-            assert payload.status_code == 200, payload.text
-            assert payload.json() == json.loads(sim.result(job_id)), job_id
+    client = server_client(server, token)
+    for job_id in job_ids:
+        payload = client.get(f"/v1/jobs/{job_id}/payload")
+        assert payload.status_code == 200, payload.text
+        assert payload.json() == json.loads(sim.result(job_id)), job_id
 
 
 def max_polls_per_second(sim: Simulator) -> int:
