@@ -18,9 +18,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api import params
+from service.api import jobs, params
 from service.api.auth import require_token
-from service.api.jobs import job_links
 from service.config import Settings
 from service.db import UNAVAILABLE_ERRORS, Database
 from service.http import ApiError, JSONResponse, unavailable
@@ -123,5 +122,15 @@ async def record_expected(request: Request) -> Response:
         raise unavailable() from None
     summary = await database.run_read(expected.job_summary, expectation.job_id, utcnow())
     assert summary is not None
-    summary["links"] = job_links(request, expectation.job_id)
+    summary["links"] = jobs.job_links(request, expectation.job_id)
     return JSONResponse(summary, status_code=201 if created else 200)
+
+
+async def jobs_expected(request: Request) -> Response:
+    """``/v1/jobs/expected``: POST records an expected job. The path is also
+    ``/v1/jobs/{job_id}`` of the job whose id is ``expected``: GET and DELETE are that job's,
+    so that a 405 here lists every method the path serves."""
+    if request.method == "POST":
+        return await record_expected(request)
+    request.scope["path_params"] = {**request.path_params, "job_id": "expected"}
+    return await jobs.job(request)

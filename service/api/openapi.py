@@ -476,7 +476,15 @@ def _paths() -> dict[str, Schema]:
             _param("received_after", "query", DATETIME, "ISO 8601, exclusive"),
             _param("received_before", "query", DATETIME, "ISO 8601, exclusive"),
             LIMIT, CURSOR)},
-        "/v1/jobs/expected": {"post": _expected_operation()},
+        "/v1/jobs/expected": {
+            "post": _expected_operation(),
+            "get": _operation("The summary of the job whose id is 'expected' (as "
+                              "/v1/jobs/{job_id})", {"200": _json("JobSummary")},
+                              not_found=True),
+            "delete": _operation("Delete the job whose id is 'expected' (as "
+                                 "/v1/jobs/{job_id})", {"204": {"description": "deleted"}},
+                                 admin=True, not_found=True),
+        },
         "/v1/jobs/{job_id}": {
             "get": _operation("A job's summary", {"200": _json("JobSummary")}, JOB_ID,
                               not_found=True),

@@ -18,8 +18,8 @@ def api_routes() -> list[Route]:
     ]
     return [
         Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
-        # Before /v1/jobs/{job_id}: a POST there is this route (a GET is the job "expected").
-        Route("/v1/jobs/expected", expected.record_expected, methods=["POST"]),
+        # Before /v1/jobs/{job_id}, which it also is (the job "expected": GET, DELETE).
+        Route("/v1/jobs/expected", expected.jobs_expected, methods=["GET", "DELETE", "POST"]),
         Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"]),
         Route("/v1/jobs/{job_id}/payload", jobs.get_payload, methods=["GET"]),
         *entity_routes,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from service.config import PREFIX, Settings
-from service.db import Database
+from service.db import UNAVAILABLE_ERRORS, Database
 from service.models import utcnow
 from service.reconcile import expected, webm
 from service.reconcile.upstream import (
@@ -152,6 +152,11 @@ async def submit(settings: Settings, media: Media, *,
         async with database.write() as conn:
             await conn.run_sync(expected.record, expectation, timing=timing,
                                 latency_ms_per_unit=latency, now=utcnow())
+    except UNAVAILABLE_ERRORS as exc:
+        raise SubmitError(
+            f"submitted {answer.job_id} upstream, but could not record it as expected "
+            f"({type(exc).__name__}); record it with POST /v1/jobs/expected once the database "
+            "is back") from None
     finally:
         await database.dispose()
     return Submission(job_id=answer.job_id, kind=media.kind,
