@@ -31,7 +31,7 @@ Json = dict[str, Any]
 
 PER_PAGE = 50
 DELIVERIES_PER_PAGE = 50
-_JOB_FILTERS = ("status", "kind", "received_after", "received_before", "cursor")
+_JOB_FILTERS = ("status", "kind", "received_after", "received_before", "limit", "cursor")
 
 
 def filtered(request: Request, names: tuple[str, ...]) -> Request:
@@ -55,6 +55,7 @@ async def job_list(ui: Renderer, request: Request) -> Response:
     if page is not None and page.next_position is not None:
         next_cursor = pagination.encode_cursor("jobs", page.next_position)
     filters = {name: query.query_params.get(name, "") for name in _JOB_FILTERS[:-1]}
+    filters["limit"] = filters["limit"] if filters["limit"] != str(PER_PAGE) else ""
     return ui.page(request, "jobs.html", {
         "title": "Jobs", "jobs": page.rows if page else [], "error": error,
         "filters": filters, "statuses": JOB_STATUSES, "kinds": JOB_KINDS,

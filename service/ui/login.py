@@ -119,7 +119,7 @@ async def _sign_in(ui: Renderer, request: Request) -> Response:
                      error="This token is unknown or revoked.", status=401)
     found, secret = opened
     log.info("ui.login", token_name=found.name, scope=found.scope,
-             secure_cookie=request.url.scheme == "https")
+             https=request.url.scheme == "https")
     response = RedirectResponse(_next(request, next_raw), status_code=303)
     set_cookie(request, response, sessions.COOKIE, secret)
     clear_cookie(request, response, sessions.LOGIN_COOKIE)
