@@ -300,7 +300,7 @@ async def test_video_timeline_draws_every_scene_section_ocr_text_and_person(admi
     assert count_marks(html, "section") == 2
     assert count_marks(html, "ocr") == 1
     assert count_marks(html, "person") == 2
-    assert 'class="activity-path"' in html
+    assert 'class="activity-path line"' in html
     assert "3 values" in html  # the activity curve's description
     assert "No dogs off leash" in html
     assert "/ui/jobs/video_12345/persons/0/1" in html
@@ -334,7 +334,7 @@ async def test_a_long_activity_series_is_downsampled_keeping_its_spike(admin):
     video["result"]["frame_activity_diffs"] = activity
     await deliver(admin, video)
     html = (await admin.get("/ui/jobs/video_long")).text
-    path = re.search(r'<path d="(M[^"]+)" class="activity-path"', html)
+    path = re.search(r'<path d="(M[^"]+)" class="activity-path band"', html)
     assert path is not None
     points = path.group(1).count(",")
     assert points <= 1000  # 500 buckets, their lowest and highest values

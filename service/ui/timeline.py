@@ -156,6 +156,11 @@ class Curve:
     points: int
     peak: float
 
+    @property
+    def band(self) -> bool:
+        """Whether the path is a band of ranges (downsampled) rather than a line."""
+        return self.points < self.frames
+
 
 def activity_curve(values: npt.NDArray[np.float64],
                    buckets: int = CURVE_BUCKETS) -> Curve | None:

@@ -62,6 +62,13 @@ class Mark:
         return round(self.place.x + 0.5, 3)
 
     @property
+    def name(self) -> str:
+        """The accessible name: the visible label first (as screen readers and voice control
+        expect), then the details."""
+        shown = self.short_label
+        return self.detail if shown is None else f"{shown}. {self.detail}"
+
+    @property
     def short_label(self) -> str | None:
         if self.place.width < LABEL_MIN_WIDTH:
             return None
