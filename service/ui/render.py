@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
 from service.ui import text
@@ -34,6 +35,24 @@ def asset_version() -> str:
     return digest.hexdigest()[:12]
 
 
+_templates: dict[int, dict[str, str]] = {}
+
+
+def _path_templates(router: Any) -> dict[str, str]:
+    """Route name -> path template (``/ui/jobs/{job_id}``), read once per router: a page has
+    hundreds of links, and ``Router.url_path_for`` scans every route for each."""
+    found = _templates.get(id(router))
+    if found is None:
+        found = {}
+        for route in router.routes:
+            if isinstance(route, Mount) and route.name:
+                found[route.name] = route.path + "/{path}"
+            elif isinstance(route, Route) and route.name:
+                found[route.name] = route.path
+        _templates[id(router)] = found
+    return found
+
+
 def path_for(request: Request, name: str, *, query: Mapping[str, Any] | None = None,
              fragment: str | None = None, **params: Any) -> str:
     """The path of route ``name`` under the root path, as a link on a page (never an absolute
@@ -41,8 +60,13 @@ def path_for(request: Request, name: str, *, query: Mapping[str, Any] | None = N
     ``/``); query values that are None or empty are left out."""
     values = {key: quote(str(value), safe="") if key in _QUOTED_PARAMS else str(value)
               for key, value in params.items()}
-    path: str = str(request.scope.get("root_path", "")) + str(
-        request.app.router.url_path_for(name, **values))
+    router = request.app.router
+    template = _path_templates(router).get(name)
+    if template is None:
+        route_path = str(router.url_path_for(name, **values))
+    else:
+        route_path = template.format(**values)
+    path: str = str(request.scope.get("root_path", "")) + route_path
     if query:
         kept = [(key, str(value)) for key, value in query.items()
                 if value is not None and value != ""]
