@@ -133,6 +133,7 @@ def step(cfg: Any, dbs: Any, results: dict[str, Any]) -> None:
         dbs.analyze(url)
         seeded = size
     requests = 30 if cfg.quick else 200
+    configure_logging("json", "warning")  # the in-process app's request lines stay quiet
     found = asyncio.run(measure(url, seeded, requests))
     for entry in found:
         entry.update(database=dbs.kind, jobs=seeded)
