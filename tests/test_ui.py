@@ -433,7 +433,7 @@ async def test_face_page_shows_the_thumbnail_and_similar_faces_linking_to_their_
     await deliver(admin, showcase_video())
     await deliver(admin, showcase_video("video_showcase_2"))
     html = ""
-    for _ in range(100):  # the face index loads and tails in the background
+    for _ in range(300):  # the face index loads and tails in the background
         html = (await admin.get("/ui/jobs/video_showcase/persons/0/0")).text
         if "similar" in html and "video_showcase_2" in html:
             break
@@ -453,7 +453,7 @@ async def test_person_page_lists_every_appearance_across_jobs(admin, admin_token
     await deliver(admin, showcase_video())
     await deliver(admin, showcase_video("video_showcase_2"))
     people: list[dict[str, Any]] = []
-    for _ in range(100):  # the people clustering runs in the background
+    for _ in range(300):  # the people clustering runs in the background
         listed = await admin.get("/v1/people?min_appearances=4",
                                  headers={"Authorization": f"Bearer {admin_token}"})
         people = listed.json()["data"]
@@ -561,3 +561,20 @@ async def test_logs_of_a_session_never_carry_its_token_cookie_or_session_id(
     assert secret not in text
     assert sessions.session_hash(secret) not in text
     assert sessions.csrf_token(secret) not in text
+
+
+async def test_an_unexpected_failure_is_a_500_page_with_the_error_in_the_log(admin, monkeypatch):
+    await deliver_examples(admin)
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("the timeline could not be read")
+
+    monkeypatch.setattr("service.ui.jobs.video.read", broken)
+    with captured_json_logs("info") as logs:
+        response = await admin.get("/ui/jobs/video_12345")
+    assert response.status_code == 500
+    assert "text/html" in response.headers["content-type"]
+    assert "unsafe-inline" not in response.headers["content-security-policy"]
+    assert "could not be shown" in response.text
+    events = [json.loads(line) for line in logs.getvalue().splitlines()]
+    assert any(e["event"] == "http.internal_error" for e in events)

@@ -31,7 +31,7 @@ from tests.support.signing import SECRET, encode, example, signed_headers
 
 pytestmark = pytest.mark.slow
 
-WAIT_SECONDS = 20.0
+WAIT_SECONDS = 60.0
 
 
 def _env(database_url: str) -> dict[str, str]:

@@ -3,7 +3,8 @@
 Page handlers take the :class:`~service.ui.render.Renderer` and the request. What they raise
 is answered here, as a page: no session, a redirect to sign in; a refusal, its error page
 (403, 404, 422, ...); a key that is not configured, 409; the database unavailable, 503 with
-``Retry-After``. The URLs are stable: links and bookmarks depend on them.
+``Retry-After``; anything else, a 500 page (and the error in the log). The URLs are stable:
+links and bookmarks depend on them.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ async def handle(ui: Renderer, handler: Handler, request: Request) -> Response:
         return ui.error(request, 503, "Database unavailable", "The database cannot be "
                         "reached right now. Try again in a few seconds.",
                         headers={"Retry-After": "5"})
+    except Exception as exc:
+        log.error("http.internal_error", error_type=type(exc).__name__, exc_info=exc)
+        return ui.error(request, 500, "Something went wrong",
+                        "This page could not be shown; the service log says why.")
 
 
 def explorer_routes(ui: Renderer) -> list[BaseRoute]:
