@@ -152,6 +152,9 @@ def test_explorer_end_to_end_in_chromium(explorer, request):
         _check(page, folder, "showcase-timeline", "desktop")
         page.locator(".faces a[href$='/persons/0/0']").click()
         page.wait_for_url(re.compile(r".*/ui/jobs/video_showcase/persons/0/0$"))
+        page.wait_for_function(  # a lazy image does not hold up the load event
+            "() => { const img = document.querySelector('img.thumb');"
+            " return img !== null && img.complete && img.naturalWidth > 0; }")
         assert page.locator("img.thumb").first.evaluate("img => img.naturalWidth") == 16
         hits = page.locator("ol.similar li")
         assert hits.count() >= 2
