@@ -10,6 +10,13 @@ re-clustered. Reported: the adjusted Rand index against the true identities (1: 
 partition; 0: chance), pairwise precision (of the pairs put together, the share that are one
 identity) and recall (of the pairs of one identity, the share put together), the number of
 clusters, and the time each step took; then the same for a sweep of thresholds.
+
+``--scale`` measures instead what assigning a face costs as the clusters grow: for each count
+of existing clusters (strangers: every face a cluster of its own, the worst case, and what a
+stream of different people gives), the time per face of assigning 600 more, through the
+service's :class:`~service.faces.people.Clusters` (a graph over the centres above
+``service.faces.centres.EXACT_BELOW`` clusters) and through a full comparison with every
+centre, side by side.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from service.faces.centres import EXACT_BELOW
 from service.faces.people import ASSIGN_THRESHOLD, Clusters, Labels, Vectors, normalized, recluster
 
 NOISE_RANGE = (0.044, 0.072)
@@ -102,6 +110,30 @@ def run(identities: int, observations: int, dimension: int = 128,
             _score(reclustered, truth, ended - middle))
 
 
+def assignment_cost(clusters: int, dimension: int = 128, faces: int = 600,
+                    *, exact: bool, seed: int = 3) -> float:
+    """Microseconds per face of assigning ``faces`` strangers next to ``clusters`` existing
+    clusters of one face each; ``exact``: by comparing with every centre."""
+    rng = np.random.default_rng(seed)
+    existing = normalized(rng.standard_normal((clusters, dimension)))
+    state = Clusters.from_members(dimension, existing, np.arange(clusters),
+                                  exact_below=clusters + faces + 1 if exact else EXACT_BELOW)
+    state.assign(normalized(rng.standard_normal((8, dimension))))  # builds the graph, if any
+    fresh = normalized(rng.standard_normal((faces, dimension)))
+    started = time.perf_counter()
+    state.assign(fresh)
+    return (time.perf_counter() - started) / faces * 1e6
+
+
+def scale(counts: list[int], dimension: int) -> None:
+    print(f"assigning a face next to N clusters of strangers, {dimension}-d (us per face)")
+    for count in counts:
+        graph = assignment_cost(count, dimension, exact=False)
+        exact = assignment_cost(count, dimension, exact=True)
+        print(f"N = {count:>9,}: service {graph:9.1f} us, full comparison {exact:9.1f} us",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--identities", type=int, default=1000)
@@ -110,7 +142,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--sweep", default="0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65",
                         help="thresholds to compare (empty: none)")
+    parser.add_argument("--scale", metavar="COUNTS",
+                        help="comma-separated cluster counts: measure the assignment cost "
+                             "instead (e.g. 1000,10000,100000)")
     args = parser.parse_args()
+    if args.scale:
+        scale([int(c) for c in args.scale.split(",")], args.dimension)
+        return
     vectors, truth = synthetic(args.identities, args.observations, args.dimension, args.seed)
     same = np.flatnonzero(truth == truth[0])
     print(f"{args.identities} identities x {args.observations} observations, "

@@ -205,15 +205,25 @@ def create_engine(settings: Settings,
         _install_sqlite_hooks(engine.sync_engine,
                               sqlite_pragmas(settings) if pragmas is None else pragmas)
         return engine
+    return _postgresql_engine(url, pool_size=settings.database_pool_size,
+                              max_overflow=settings.database_pool_size, pool_timeout=10,
+                              command_timeout=60, application_name="results-receiver")
+
+
+def _postgresql_engine(url: str | sa.URL, *, pool_size: int, max_overflow: int,
+                       pool_timeout: float, command_timeout: float,
+                       application_name: str) -> AsyncEngine:
+    """An asyncpg engine: connects within 5 s, names itself to the server (``pg_stat_activity``)
+    and bounds each statement by ``command_timeout`` seconds."""
     return create_async_engine(
         url,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
-        pool_timeout=10,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         connect_args={
             "timeout": 5,
-            "command_timeout": 60,
-            "server_settings": {"application_name": "results-receiver"},
+            "command_timeout": command_timeout,
+            "server_settings": {"application_name": application_name},
         },
     )
 
@@ -227,17 +237,9 @@ def _background_engine(url: sa.URL) -> AsyncEngine:
     clustering, retention): their own small pool, so a task polling every second never
     takes a connection from the requests' pool, nor is the one to find a dropped connection
     the next request would otherwise have answered with a 503."""
-    return create_async_engine(
-        url,
-        pool_size=BACKGROUND_POOL_SIZE,
-        max_overflow=1,
-        pool_timeout=30,
-        connect_args={
-            "timeout": 5,
-            "command_timeout": 300,
-            "server_settings": {"application_name": "results-receiver background"},
-        },
-    )
+    return _postgresql_engine(url, pool_size=BACKGROUND_POOL_SIZE, max_overflow=1,
+                              pool_timeout=30, command_timeout=300,
+                              application_name="results-receiver background")
 
 
 def asyncpg_dsn(url: sa.URL) -> str:

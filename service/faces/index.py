@@ -53,6 +53,11 @@ GRAPH_DTYPE = "i8"
 """The graph's own copy of the vectors: 8-bit (a quarter of float32's memory, several times
 faster to build). Its candidates are then ranked by the exact float32 vectors, so the
 similarities returned are exact."""
+GRAPH_METRIC = "cos"
+"""The graph's distance. usearch quantizes each vector to 8 bits after scaling it to unit
+length, so the quantized copies are not exactly unit: their inner product ("ip") strays from
+the cosine, and the cosine of the quantized copies ranks neighbours better (200,000 x 512,
+connectivity 16, 128 candidates: recall@10 0.999 against 0.993 with "ip")."""
 GRAPH_CONNECTIVITY = 16
 GRAPH_EXPANSION_ADD = 64
 GRAPH_EXPANSION_SEARCH = 64
@@ -662,7 +667,7 @@ class FaceIndex:
 
 
 def _build_graph(dimension: int, rows: npt.NDArray[np.int64], vectors: Vectors) -> HnswIndex:
-    graph = HnswIndex(ndim=dimension, metric="ip", dtype=GRAPH_DTYPE,
+    graph = HnswIndex(ndim=dimension, metric=GRAPH_METRIC, dtype=GRAPH_DTYPE,
                       connectivity=GRAPH_CONNECTIVITY, expansion_add=GRAPH_EXPANSION_ADD,
                       expansion_search=GRAPH_EXPANSION_SEARCH)
     if len(rows):

@@ -47,6 +47,13 @@ import structlog
 from service import models
 from service.db import Database, asyncpg_dsn
 from service.faces import people_store as store
+from service.faces.centres import (
+    CANDIDATE_BLOCK,
+    EXACT_BELOW,
+    CentreIndex,
+    nearest_rows,
+    neighbour_rows,
+)
 from service.faces.people_store import Face, Member
 from service.privacy.scheduler import PostgresLeader
 
@@ -88,7 +95,8 @@ class Assignment:
 class Clusters:
     """The clusters of one embedding dimension: id -> centre and member count."""
 
-    def __init__(self, dimension: int, threshold: float = ASSIGN_THRESHOLD) -> None:
+    def __init__(self, dimension: int, threshold: float = ASSIGN_THRESHOLD, *,
+                 exact_below: int = EXACT_BELOW) -> None:
         self.dimension = dimension
         self.threshold = threshold
         self._ids: list[int] = []
@@ -97,12 +105,14 @@ class Clusters:
         self._centres: Vectors = np.zeros((0, dimension), dtype=np.float32)
         self._counts = np.zeros(0, dtype=np.int64)
         self._next_provisional = -1
+        self._search = CentreIndex(dimension, exact_below=exact_below)
 
     @classmethod
     def from_members(cls, dimension: int, vectors: Vectors, labels: Sequence[int] | Labels,
-                     threshold: float = ASSIGN_THRESHOLD) -> Clusters:
+                     threshold: float = ASSIGN_THRESHOLD, *,
+                     exact_below: int = EXACT_BELOW) -> Clusters:
         """Clusters holding ``vectors`` (unit rows) under their ``labels`` (person ids)."""
-        clusters = cls(dimension, threshold)
+        clusters = cls(dimension, threshold, exact_below=exact_below)
         labels = np.asarray(labels, dtype=np.int64)
         if len(labels):
             ids, rows = np.unique(labels, return_inverse=True)
@@ -155,9 +165,7 @@ class Clusters:
     def _nearest(self, vector: Vectors) -> tuple[int | None, float]:
         if not self._ids:
             return None, -1.0
-        similarities = self._centres[: len(self._ids)] @ vector
-        best = int(np.argmax(similarities))
-        return best, float(similarities[best])
+        return self._search.nearest(self._centres[: len(self._ids)], vector)
 
     def _new_cluster(self) -> int:
         person_id = self._next_provisional
@@ -178,6 +186,7 @@ class Clusters:
         self._counts[row] += 1
         norm = float(np.linalg.norm(self._sums[row]))
         self._centres[row] = (self._sums[row] / norm) if norm > 0 else 0.0
+        self._search.changed(row, self._centres[row])
 
 
 def _grown(array: npt.NDArray[np.generic], rows: int) -> npt.NDArray[np.generic]:
@@ -189,10 +198,13 @@ def _grown(array: npt.NDArray[np.generic], rows: int) -> npt.NDArray[np.generic]
 # --- re-clustering -----------------------------------------------------------------------------
 
 def recluster(vectors: Vectors, current_labels: Labels,
-              threshold: float = ASSIGN_THRESHOLD) -> Labels:
+              threshold: float = ASSIGN_THRESHOLD, *, exact_below: int = EXACT_BELOW) -> Labels:
     """A refined partition of ``vectors`` (unit rows of one dimension), as labels.
 
-    Deterministic (same input, same output) and about linear in faces x clusters:
+    Each step finds nearest centres: exactly below ``exact_below`` clusters (linear in faces x
+    clusters, and deterministic: same input, same output), above it among the candidates of a
+    graph over the centres (:mod:`service.faces.centres`: about linear in faces; the graph is
+    built on every core, so a near tie may go either way from one run to the next):
 
     1. Every face is assigned incrementally afresh, in row order (the current clusters are not
        the starting point, so a cluster that wrongly holds two people can split).
@@ -215,10 +227,10 @@ def recluster(vectors: Vectors, current_labels: Labels,
         raise ValueError("one label per vector expected")
     if not len(labels):
         return labels
-    rows = _initial_rows(vectors, threshold)
-    rows = _merge_close_centres(vectors, rows, threshold)
+    rows = _initial_rows(vectors, threshold, exact_below)
+    rows = _merge_close_centres(vectors, rows, threshold, exact_below)
     for _ in range(RECLUSTER_ROUNDS):
-        moved, rows = _move_to_nearest(vectors, rows, threshold)
+        moved, rows = _move_to_nearest(vectors, rows, threshold, exact_below)
         if not moved:
             break
     return _stable_ids(rows, labels)
@@ -237,13 +249,14 @@ def _centres(vectors: Vectors, rows: npt.NDArray[np.int64]) -> Vectors:
     return normalized(sums)
 
 
-def _initial_rows(vectors: Vectors, threshold: float) -> npt.NDArray[np.int64]:
-    clusters = Clusters(vectors.shape[1], threshold)
+def _initial_rows(vectors: Vectors, threshold: float,
+                  exact_below: int) -> npt.NDArray[np.int64]:
+    clusters = Clusters(vectors.shape[1], threshold, exact_below=exact_below)
     return _compact(np.array([a.person_id for a in clusters.assign(vectors)], dtype=np.int64))
 
 
 def _merge_close_centres(vectors: Vectors, rows: npt.NDArray[np.int64],
-                         threshold: float) -> npt.NDArray[np.int64]:
+                         threshold: float, exact_below: int) -> npt.NDArray[np.int64]:
     centres = _centres(vectors, rows)
     parent = np.arange(len(centres))
 
@@ -253,31 +266,43 @@ def _merge_close_centres(vectors: Vectors, rows: npt.NDArray[np.int64],
             i = int(parent[i])
         return i
 
-    for start in range(0, len(centres), BLOCK_ROWS):
-        block = centres[start:start + BLOCK_ROWS] @ centres.T
-        for i, j in zip(*np.nonzero(block >= threshold), strict=True):
-            a, b = root(int(i) + start), root(int(j))
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+    for i, j in _close_pairs(centres, threshold, exact_below):
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
     roots = np.array([root(i) for i in range(len(centres))], dtype=np.int64)
     return _compact(roots[rows])
 
 
-def _move_to_nearest(vectors: Vectors, rows: npt.NDArray[np.int64],
-                     threshold: float) -> tuple[bool, npt.NDArray[np.int64]]:
+def _move_to_nearest(vectors: Vectors, rows: npt.NDArray[np.int64], threshold: float,
+                     exact_below: int) -> tuple[bool, npt.NDArray[np.int64]]:
     centres = _centres(vectors, rows)
-    best = np.empty(len(vectors), dtype=np.int64)
-    score = np.empty(len(vectors), dtype=np.float32)
-    for start in range(0, len(vectors), BLOCK_ROWS):
-        block = vectors[start:start + BLOCK_ROWS] @ centres.T
-        best[start:start + len(block)] = np.argmax(block, axis=1)
-        score[start:start + len(block)] = block[np.arange(len(block)),
-                                                best[start:start + len(block)]]
+    best, score = nearest_rows(centres, vectors, block=BLOCK_ROWS, exact_below=exact_below)
     # A face below the threshold to every centre starts a cluster of its own.
     alone = np.flatnonzero(score < threshold)
     best[alone] = len(centres) + np.arange(len(alone))
     new_rows = _compact(best)
     return not _same_partition(rows, new_rows), new_rows
+
+
+def _close_pairs(centres: Vectors, threshold: float,
+                 exact_below: int) -> list[tuple[int, int]]:
+    """Pairs of centres at least ``threshold`` similar: every pair below ``exact_below``
+    centres, else among each centre's graph neighbours."""
+    pairs: list[tuple[int, int]] = []
+    if len(centres) < exact_below:
+        for start in range(0, len(centres), BLOCK_ROWS):
+            block = centres[start:start + BLOCK_ROWS] @ centres.T
+            pairs.extend((int(i) + start, int(j))
+                         for i, j in zip(*np.nonzero(block >= threshold), strict=True))
+        return pairs
+    neighbours = neighbour_rows(centres, centres)
+    for start in range(0, len(centres), CANDIDATE_BLOCK):
+        rows = neighbours[start:start + CANDIDATE_BLOCK]
+        scores = np.einsum("ijd,id->ij", centres[rows], centres[start:start + CANDIDATE_BLOCK])
+        pairs.extend((int(i) + start, int(rows[i, j]))
+                     for i, j in zip(*np.nonzero(scores >= threshold), strict=True))
+    return pairs
 
 
 def _same_partition(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> bool:
@@ -499,7 +524,9 @@ class PeopleAssigner:
         if not fresh:
             return []
         clusters = self._clusters.setdefault(dimension, Clusters(dimension, self._threshold))
-        assignments = clusters.assign(vectors[fresh])
+        # Off the event loop: a first search of many centres builds their graph. The lock
+        # keeps every other use of the clusters out meanwhile.
+        assignments = await asyncio.to_thread(clusters.assign, vectors[fresh])
         try:
             ids = await self._write([faces[i] for i in fresh], assignments)
         except BaseException:

@@ -1,0 +1,181 @@
+"""The nearest cluster centre of a face, among many centres, in sublinear time.
+
+People clustering (:mod:`service.faces.people`) asks, for every new face, which cluster's
+centre is the most similar. Comparing the face with every centre costs a pass over all of them
+(a matrix-vector product of clusters x dimension): fine for a few thousand clusters, but the
+clusters grow with the faces (every stranger is a cluster of their own), so over time that
+pass made ingest quadratic. Below :data:`EXACT_BELOW` centres it is still the fastest way and
+is kept; above, an HNSW graph (usearch) over the centres proposes :data:`CANDIDATES` rows,
+which are then scored exactly against the current centres.
+
+Centres move as members join. The graph keeps each centre as it was when indexed; a centre
+whose cosine to that copy falls below :data:`DRIFT` (or a new one) is *pending*: searched
+exactly, next to the graph's candidates, until the pending rows are written into the graph
+(:meth:`CentreIndex.flush`, once :data:`FLUSH_ROWS` accumulate). A centre moves less with each
+member (by about 1/members), so after its first few members it stays where the graph has it.
+
+:func:`nearest_rows` is the batch form for a fixed set of centres (re-clustering: every face
+to its nearest centre; every centre to its close neighbours).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from usearch.index import BatchMatches
+from usearch.index import Index as HnswIndex
+
+Vectors = npt.NDArray[np.float32]
+
+EXACT_BELOW = 4096
+"""Centres below which every one is compared (a pass over 4,096 x 128 floats: about 0.1 ms)."""
+CANDIDATES = 32
+"""Rows the graph proposes per face; the best of them (and of the pending rows) wins."""
+DRIFT = 0.98
+"""A centre whose cosine to its indexed copy falls below this is searched exactly until it is
+indexed again."""
+FLUSH_ROWS = 512
+"""Pending rows written into the graph at once."""
+GRAPH_DTYPE = "f16"
+"""The graph's copy of the centres (candidates only: the final scores use float32)."""
+CONNECTIVITY = 16
+EXPANSION_ADD = 64
+EXPANSION_SEARCH = 128
+CANDIDATE_BLOCK = 1024
+"""Vectors whose candidates are scored at once (1,024 x 32 x 512 floats: 64 MB at most)."""
+
+
+def _graph(dimension: int) -> HnswIndex:
+    return HnswIndex(ndim=dimension, metric="ip", dtype=GRAPH_DTYPE, connectivity=CONNECTIVITY,
+                     expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+
+
+class CentreIndex:
+    """Finds the nearest of a growing, moving set of centres (rows of the owner's array).
+
+    The owner (:class:`service.faces.people.Clusters`) keeps the centres; it calls
+    :meth:`changed` after a row's centre changed or a row was appended, and passes its current
+    centres to :meth:`nearest`.
+    """
+
+    def __init__(self, dimension: int, *, exact_below: int = EXACT_BELOW) -> None:
+        self.dimension = dimension
+        self.exact_below = exact_below
+        self._graph: HnswIndex | None = None
+        self._indexed = np.zeros((0, dimension), dtype=np.float32)  # as the graph has them
+        self._in_graph = np.zeros(0, dtype=np.bool_)
+        self._pending: set[int] = set()
+        self._pending_rows: npt.NDArray[np.int64] | None = None  # cache of _pending, sorted
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def indexed(self) -> int:
+        return int(self._in_graph.sum())
+
+    def changed(self, row: int, centre: Vectors) -> None:
+        """Row ``row``'s centre is now ``centre`` (a unit vector; a new row too)."""
+        if row in self._pending:
+            return
+        if row < len(self._in_graph) and self._in_graph[row] and float(
+                self._indexed[row] @ centre) >= DRIFT:
+            return
+        self._pending.add(row)
+        self._pending_rows = None
+
+    def nearest(self, centres: Vectors, vector: Vectors) -> tuple[int, float]:
+        """The row of ``centres`` (the owner's current centres, all rows) most similar to
+        ``vector``, and that similarity; (-1, -1.0) when there are no centres."""
+        count = len(centres)
+        if count == 0:
+            return -1, -1.0
+        if count < self.exact_below and self._graph is None:
+            scores = centres @ vector
+            best = int(np.argmax(scores))
+            return best, float(scores[best])
+        if self._graph is None or len(self._pending) >= FLUSH_ROWS:
+            self.flush(centres)
+        assert self._graph is not None
+        found = self._graph.search(vector, CANDIDATES)
+        rows = np.asarray(found.keys, dtype=np.int64)
+        if self._pending:
+            if self._pending_rows is None:
+                self._pending_rows = np.fromiter(self._pending, dtype=np.int64,
+                                                 count=len(self._pending))
+            rows = np.concatenate([rows, self._pending_rows])
+        scores = centres[rows] @ vector
+        best = int(np.argmax(scores))
+        return int(rows[best]), float(scores[best])
+
+    def flush(self, centres: Vectors) -> None:
+        """Write the pending rows (every row, the first time) into the graph as they are now."""
+        count = len(centres)
+        if self._graph is None:
+            self._graph = _graph(self.dimension)
+            rows = np.arange(count, dtype=np.int64)
+        else:
+            rows = np.array(sorted(self._pending), dtype=np.int64)
+        if len(self._indexed) < count:
+            grown = np.zeros((max(count, 2 * len(self._indexed)), self.dimension),
+                             dtype=np.float32)
+            grown[:len(self._indexed)] = self._indexed
+            self._indexed = grown
+            self._in_graph = np.concatenate(
+                [self._in_graph, np.zeros(len(grown) - len(self._in_graph), dtype=np.bool_)])
+        if len(rows):
+            stale = rows[self._in_graph[rows]]
+            if len(stale):
+                self._graph.remove(stale.astype(np.uint64))
+            self._indexed[rows] = centres[rows]
+            self._in_graph[rows] = True
+            self._graph.add(rows.astype(np.uint64), centres[rows])
+        self._pending.clear()
+        self._pending_rows = None
+
+
+def nearest_rows(centres: Vectors, vectors: Vectors, *, block: int = 4096,
+                 exact_below: int = EXACT_BELOW,
+                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """For each row of ``vectors``, the most similar row of ``centres`` (fixed) and its score.
+
+    Exact below :data:`EXACT_BELOW` centres; above, the best of each vector's
+    :data:`CANDIDATES` graph candidates, scored exactly."""
+    best = np.empty(len(vectors), dtype=np.int64)
+    score = np.empty(len(vectors), dtype=np.float32)
+    if len(centres) < exact_below:
+        for start in range(0, len(vectors), block):
+            scores = vectors[start:start + block] @ centres.T
+            best[start:start + len(scores)] = np.argmax(scores, axis=1)
+            score[start:start + len(scores)] = scores[np.arange(len(scores)),
+                                                      best[start:start + len(scores)]]
+        return best, score
+    candidates = neighbour_rows(centres, vectors)
+    block = CANDIDATE_BLOCK
+    for start in range(0, len(vectors), block):
+        rows = candidates[start:start + block]
+        scores = np.einsum("ijd,id->ij", centres[rows], vectors[start:start + block])
+        pick = np.argmax(scores, axis=1)
+        best[start:start + len(rows)] = rows[np.arange(len(rows)), pick]
+        score[start:start + len(rows)] = scores[np.arange(len(rows)), pick]
+    return best, score
+
+
+def neighbour_rows(centres: Vectors, vectors: Vectors,
+                   count: int = CANDIDATES) -> npt.NDArray[np.int64]:
+    """The graph's ``count`` candidate rows of ``centres`` for each row of ``vectors`` (a
+    graph over ``centres`` built for the call); a row of ``centres`` fills missing places."""
+    graph = _graph(centres.shape[1])
+    graph.add(np.arange(len(centres), dtype=np.uint64), centres)
+    count = min(count, len(centres))
+    found = graph.search(vectors, count)
+    assert isinstance(found, BatchMatches)
+    keys = np.asarray(found.keys, dtype=np.int64).reshape(len(vectors), -1)[:, :count]
+    counts = np.asarray(found.counts, dtype=np.int64).reshape(len(vectors))
+    # A short answer leaves unset places: fill them with the row's first candidate.
+    short = counts < count
+    if short.any():
+        for i in np.flatnonzero(short):
+            keys[i, counts[i]:] = keys[i, 0] if counts[i] else 0
+    return keys
