@@ -61,21 +61,25 @@ def not_found(job_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no job {job_id!r}", {"job_id": job_id})
 
 
-async def list_jobs(request: Request) -> Response:
-    def read(conn: sa.Connection) -> Page:
-        status = params.choice(request, "status", JOB_STATUSES)
-        kind = params.choice(request, "kind", JOB_KINDS)
-        received_after = params.timestamp(request, "received_after")
-        received_before = params.timestamp(request, "received_before")
-        limit = params.limit(request)
-        after = pagination.cursor(request, "jobs", (int, int))
-        if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
-            raise pagination.bad_cursor()
-        return queries.list_jobs(
-            conn, status=status, kind=kind, received_after=received_after,
-            received_before=received_before, after=after, limit=limit)
+def read_jobs(conn: sa.Connection, request: Request, *,
+              default_limit: int = params.DEFAULT_LIMIT) -> Page:
+    """One page of the job list for the request's filters, limit and cursor (the query API's
+    and the explorer's): a bad parameter raises its 422."""
+    status = params.choice(request, "status", JOB_STATUSES)
+    kind = params.choice(request, "kind", JOB_KINDS)
+    received_after = params.timestamp(request, "received_after")
+    received_before = params.timestamp(request, "received_before")
+    limit = params.limit(request, default=default_limit)
+    after = pagination.cursor(request, "jobs", (int, int))
+    if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
+        raise pagination.bad_cursor()
+    return queries.list_jobs(
+        conn, status=status, kind=kind, received_after=received_after,
+        received_before=received_before, after=after, limit=limit)
 
-    page = await authorized_read(request, "read", read)
+
+async def list_jobs(request: Request) -> Response:
+    page = await authorized_read(request, "read", lambda conn: read_jobs(conn, request))
     for row in page.rows:
         row["links"] = job_links(request, row["job_id"])
     return pagination.page_response("jobs", page)
