@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import pg
+from bench import ui as ui_pages
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -412,6 +413,7 @@ def render(results: dict[str, Any], raw_path: Path | str) -> str:
             ", ".join(f"{k}={v}" for k, v in pg.TUNED.items())
             + " (wal_compression: the first of " + ", ".join(pg.WAL_COMPRESSION_PREFERENCE)
             + " the server supports)", ""]
+    out += ui_pages.report(results.get("ui") or [])
     return "\n".join(out) + "\n"
 
 

@@ -49,6 +49,7 @@ from typing import Any
 import httpx
 
 from bench import costs, load, payloads, pg, wrkdriver
+from bench import ui as ui_pages
 from tests.support.postgres import PostgresCluster, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +133,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--skip", default="",
                         help="parts to leave out: throughput,cost,large,queries,under-load,"
                         "client-check,faces (face search at scale, bench/faces.py),faces-off "
-                        "(the service without its face index, in the throughput rotation)")
+                        "(the service without its face index, in the throughput rotation),"
+                        "ui (the explorer's page times, bench/ui.py)")
     parser.add_argument("--keep-databases", action="store_true",
                         help="keep the SQLite files in bench/out/run-*/ (deleted by default)")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
@@ -298,6 +300,8 @@ class Databases:
         self.workdir = workdir
         self.cluster: PostgresCluster | None = None
         self._stack = contextlib.ExitStack()
+        self.query_url: str | None = None  # the query benchmark's database, once seeded
+        self.query_jobs = 0
 
     @property
     def label(self) -> str:
@@ -686,6 +690,8 @@ def queries(cfg: Config, dbs: Databases, results: dict[str, Any]) -> None:
         log(f"{dbs.kind}: seeded {size - loaded:,} jobs in {seconds:.0f} s")
         loaded = size
         dbs.analyze(url)
+        if size == cfg.query_sizes[0]:  # bench/ui.py measures the explorer on this database
+            dbs.query_url, dbs.query_jobs = url, size
         token = create_token(url, f"bench-{size}")
         ids = [seeder.corpus_job_id(i, small_from)
                for i in rng.sample(range(size), min(size, 200))]
@@ -911,7 +917,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(f"bench: workdir {cfg.workdir}")
     steps: list[tuple[str, Callable[[Config, Databases, dict[str, Any]], None]]] = [
-        ("throughput", throughput), ("cost", cost), ("queries", queries)]
+        ("throughput", throughput), ("cost", cost), ("queries", queries), ("ui", ui_pages.step)]
     try:
         if "client-check" not in cfg.skip:
             client_check(cfg, results)

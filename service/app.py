@@ -6,7 +6,7 @@ lives in the lifespan and reaches requests through the lifespan state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from service.api.openapi import openapi
 from service.api.routes import api_routes
@@ -38,12 +38,15 @@ from service.privacy.startup import check_at_start
 from service.reconcile.reconciler import Reconciler
 from service.reconcile.upstream import Upstream
 from service.signatures import SignatureVerifier
+from service.ui.render import Renderer
+from service.ui.routes import explorer_routes
+from service.ui.security import ExplorerHeaders, is_explorer_path
 from service.webhooks import AnalysisWebhook
 
 log = structlog.get_logger("service.app")
 
 
-def routes() -> list[Route]:
+def routes(explorer: Renderer) -> list[BaseRoute]:
     return [
         Route("/webhooks/analysis", AnalysisWebhook(), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -51,11 +54,21 @@ def routes() -> list[Route]:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *api_routes(),
+        *explorer_routes(explorer),
     ]
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+def _http_error(explorer: Renderer) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404 and is_explorer_path(request.scope):
+            return explorer.error(request, 404, "Not found", "There is no such page.")
+        return _http_error_json(exc)
+
+    return handler
+
+
+def _http_error_json(exc: HTTPException) -> Response:
     codes = {404: "not_found", 405: "method_not_allowed"}
     messages = {404: "no such route", 405: "method not allowed on this route"}
     return error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
@@ -87,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
     settings.require_secret_or_unsigned()
     settings.require_encryption_key()
     metrics = Metrics()
+    explorer = Renderer()
     protector = Protector(settings.biometric_policy, settings.encryption_keys)
 
     @asynccontextmanager
@@ -145,12 +159,13 @@ def create_app(settings: Settings) -> Starlette:
             log.info("service.stopped")
 
     return Starlette(
-        routes=routes(),
-        middleware=[Middleware(RequestObserver, metrics=metrics), Middleware(KeepJobIdWhole)],
+        routes=routes(explorer),
+        middleware=[Middleware(RequestObserver, metrics=metrics), Middleware(ExplorerHeaders),
+                    Middleware(KeepJobIdWhole)],
         exception_handlers={
             ApiError: handle_api_error,
             KeyUnavailable: _key_unavailable,
-            HTTPException: _http_error,
+            HTTPException: _http_error(explorer),
             SQLAlchemyError: _database_error,
             OSError: _database_error,
             Exception: _internal_error,

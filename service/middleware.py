@@ -89,15 +89,16 @@ class RequestObserver:
             structlog.contextvars.reset_contextvars(**bound)
 
 
-_JOBS_PREFIX = b"/v1/jobs/"
+_JOB_PREFIXES = (b"/v1/jobs/", b"/ui/jobs/")
 
 
 class KeepJobIdWhole:
     """Routes see a job id as one path segment even when it holds a ``/``.
 
     Servers decode ``%2F`` before routing, so ``/v1/jobs/video_a%2Fb/payload`` would reach the
-    router as ``/v1/jobs/video_a/b/payload``. For ``/v1/jobs/...`` this rebuilds the path from
-    the raw (still encoded) one with the id segment re-encoded; ``job_id_param`` decodes it.
+    router as ``/v1/jobs/video_a/b/payload``. For ``/v1/jobs/...`` (and the explorer's
+    ``/ui/jobs/...``) this rebuilds the path from the raw (still encoded) one with the id
+    segment re-encoded; ``job_id_param`` decodes it.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -107,11 +108,14 @@ class KeepJobIdWhole:
         if scope["type"] == "http":
             root = scope.get("root_path", "").encode("ascii", "replace")
             raw: bytes = scope.get("raw_path") or b""
-            if raw.startswith(root + _JOBS_PREFIX):
-                segment, slash, rest = raw[len(root) + len(_JOBS_PREFIX):].partition(b"/")
-                job_id = unquote(segment.decode("ascii", "replace"))
-                tail = unquote(rest.decode("ascii", "replace"))
-                path = f"{scope.get('root_path', '')}/v1/jobs/{quote(job_id, safe='')}"
-                # In place, as the router does: the observer reads the matched route back.
-                scope["path"] = path + (slash.decode() + tail if slash else "")
+            for prefix in _JOB_PREFIXES:
+                if raw.startswith(root + prefix):
+                    segment, slash, rest = raw[len(root) + len(prefix):].partition(b"/")
+                    job_id = unquote(segment.decode("ascii", "replace"))
+                    tail = unquote(rest.decode("ascii", "replace"))
+                    path = (f"{scope.get('root_path', '')}{prefix.decode()}"
+                            f"{quote(job_id, safe='')}")
+                    # In place, as the router does: the observer reads the matched route back.
+                    scope["path"] = path + (slash.decode() + tail if slash else "")
+                    break
         await self.app(scope, receive, send)

@@ -365,6 +365,29 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
+class UiSession(SQLModel, table=True):
+    """A signed-in session of the results explorer (see :mod:`service.ui.sessions`).
+
+    The browser's cookie holds a random secret; only its SHA-256 is stored. A session belongs
+    to the query-API token it signed in with: it is looked up joined to that token while the
+    token is active, so revoking the token ends its sessions at once. ``last_seen_at`` drives
+    the idle expiry."""
+
+    __tablename__ = "ui_sessions"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["token_id"], ["api_tokens.id"], ondelete="CASCADE",
+                                name="fk_ui_sessions_token_id_api_tokens"),
+        sa.Index("ix_ui_sessions_token_id", "token_id"),
+        sa.Index("ix_ui_sessions_last_seen_at", "last_seen_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    session_hash: str = Field(sa_type=sa.String(64), unique=True)
+    token_id: int = Field(sa_type=BigId)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    last_seen_at: datetime = Field(sa_type=UtcDateTime)
+
+
 class AuditRecord(SQLModel, table=True):
     """One privacy-relevant action (see :mod:`service.privacy.audit`, the only writer). Never a
     biometric value, a secret, a token or a body: ``counts`` is a JSON object of integers and
@@ -485,6 +508,7 @@ deliveries = table_of(Delivery)
 delivery_bodies = table_of(DeliveryBody)
 data_keys = table_of(DataKey)
 api_tokens = table_of(ApiToken)
+ui_sessions = table_of(UiSession)
 audit_log = table_of(AuditRecord)
 privacy_state = table_of(PrivacyState)
 people = table_of(People)

@@ -225,16 +225,21 @@ def job_ocr(conn: sa.Connection, pk: int, after: list[Any] | None, limit: int) -
     return cut([_ocr(r) for r in rows], limit, _position("item_index", "index"))
 
 
-def job_persons(conn: sa.Connection, pk: int, after: list[Any] | None,
-                limit: int, revealer: Revealer) -> Page:
+def _person_rows(conn: sa.Connection, pk: int, after: list[Any] | None,
+                 limit: int) -> list[Row[Any]]:
     joined = _item_join(persons).outerjoin(person_scenes, sa.and_(
         person_scenes.c.job_pk == persons.c.job_pk,
         person_scenes.c.item_index == persons.c.item_index,
         person_scenes.c.scene_index == persons.c.scene_index))
-    rows = _entity_rows(
+    return _entity_rows(
         conn, persons, pk, after, limit, items.c.external_id,
         person_scenes.c.start_seconds.label("scene_start"),
         person_scenes.c.end_seconds.label("scene_end"), joins=joined)
+
+
+def job_persons(conn: sa.Connection, pk: int, after: list[Any] | None,
+                limit: int, revealer: Revealer) -> Page:
+    rows = _person_rows(conn, pk, after, limit)
     job = conn.execute(sa.select(jobs.c.job_id, jobs.c.data_key_id)
                        .where(jobs.c.id == pk)).one()
     found = []
@@ -250,6 +255,61 @@ def job_persons(conn: sa.Connection, pk: int, after: list[Any] | None,
             "relative_prominence": r.relative_prominence, "erased": r.erased,
         })
     return cut(found, limit, _position("item_index", "index"))
+
+
+def job_person_appearances(conn: sa.Connection, pk: int, after: list[Any] | None,
+                           limit: int) -> Page:
+    """The persons of a job as :func:`job_persons` reads them, without opening any sealed
+    value: where each appears, and whether a thumbnail is stored (``has_thumbnail``; it may
+    be sealed, ``thumbnail_sealed``). For pages that show thumbnails through their own
+    route and need no biometric value."""
+    rows = _person_rows(conn, pk, after, limit)
+    found = []
+    for r in rows:
+        sealed = r.face_thumbnail_sealed is not None
+        found.append({
+            "item_index": r.item_index, "external_id": r.external_id, "index": r.person_index,
+            "scene_index": r.scene_index, "start_seconds": r.scene_start,
+            "end_seconds": r.scene_end, "allowlisted": r.allowlisted,
+            "relative_prominence": r.relative_prominence, "erased": r.erased,
+            "has_thumbnail": not r.erased and (sealed or r.face_thumbnail is not None),
+            "thumbnail_sealed": not r.erased and sealed,
+        })
+    return cut(found, limit, _position("item_index", "index"))
+
+
+def activity_series(conn: sa.Connection, pk: int) -> dict[int, bytes]:
+    """The frame activity series of each video item of a job, packed (little-endian doubles,
+    see :mod:`service.vectors`), by item index."""
+    rows = conn.execute(sa.select(activity.c.item_index, activity.c.diffs)
+                        .where(activity.c.job_pk == pk).order_by(activity.c.item_index))
+    return {int(r.item_index): bytes(r.diffs) for r in rows}
+
+
+def person_cluster(conn: sa.Connection, pk: int, item_index: int,
+                   person_index: int) -> int | None:
+    """The person across jobs (``people.id``) a face observation belongs to, if any."""
+    members = models.people_members
+    found: int | None = conn.execute(
+        sa.select(members.c.person_id).where(
+            members.c.job_pk == pk, members.c.item_index == item_index,
+            members.c.person_index == person_index)).scalar_one_or_none()
+    return found
+
+
+def stored_thumbnails(conn: sa.Connection, job_ids: Sequence[str]
+                      ) -> set[tuple[str, int, int]]:
+    """The faces ``(job_id, item_index, person_index)`` of these jobs that have a thumbnail
+    stored (in clear or sealed) and not erased."""
+    if not job_ids:
+        return set()
+    rows = conn.execute(
+        sa.select(jobs.c.job_id, persons.c.item_index, persons.c.person_index)
+        .join(jobs, jobs.c.id == persons.c.job_pk)
+        .where(jobs.c.job_id.in_(sorted(set(job_ids))), sa.not_(persons.c.erased),
+               sa.or_(persons.c.face_thumbnail.is_not(None),
+                      persons.c.face_thumbnail_sealed.is_not(None))))
+    return {(r.job_id, int(r.item_index), int(r.person_index)) for r in rows}
 
 
 def job_tags(conn: sa.Connection, pk: int, after: list[Any] | None, limit: int) -> Page:

@@ -27,6 +27,13 @@ _tokens = models.api_tokens
 
 
 @dataclass(frozen=True)
+class ActiveToken:
+    id: int
+    name: str
+    scope: Scope
+
+
+@dataclass(frozen=True)
 class TokenInfo:
     name: str
     scope: Scope
@@ -66,6 +73,12 @@ async def list_tokens(conn: AsyncConnection) -> list[TokenInfo]:
 
 
 async def revoke(conn: AsyncConnection, *, name: str, now: datetime) -> bool:
+    """Revoke the active token ``name``; its explorer sessions go with it (they already stop
+    working once the token is revoked: :mod:`service.ui.sessions` joins the active token)."""
+    active = sa.select(_tokens.c.id).where(_tokens.c.name == name,
+                                           _tokens.c.revoked_at.is_(None))
+    await conn.execute(sa.delete(models.ui_sessions)
+                       .where(models.ui_sessions.c.token_id.in_(active.scalar_subquery())))
     result = await conn.execute(
         sa.update(_tokens).where(_tokens.c.name == name, _tokens.c.revoked_at.is_(None))
         .values(revoked_at=now))
@@ -75,12 +88,22 @@ async def revoke(conn: AsyncConnection, *, name: str, now: datetime) -> bool:
 def authenticate(conn: sa.Connection, token: str) -> tuple[str, Scope] | None:
     """The (name, scope) of an active token, or None (synchronous: it runs inside a route's
     read, see :meth:`service.db.Database.run_read`)."""
+    found = find_active(conn, token)
+    return None if found is None else (found.name, found.scope)
+
+
+def find_active(conn: sa.Connection, token: str) -> ActiveToken | None:
+    """The active token whose value is ``token``, or None."""
     digest = hash_token(token)
     row = (conn.execute(
-        sa.select(_tokens.c.name, _tokens.c.scope, _tokens.c.token_hash)
+        sa.select(_tokens.c.id, _tokens.c.name, _tokens.c.scope, _tokens.c.token_hash)
         .where(_tokens.c.token_hash == digest, _tokens.c.revoked_at.is_(None))
     )).first()
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
-    scope: Scope = "admin" if row.scope == "admin" else "read"
-    return row.name, scope
+    return ActiveToken(int(row.id), row.name, to_scope(row.scope))
+
+
+def to_scope(stored: str) -> Scope:
+    """A stored scope as a :data:`Scope` (anything but ``admin`` reads only)."""
+    return "admin" if stored == "admin" else "read"

@@ -56,9 +56,12 @@ def sqlite_settings(path: Path) -> Settings:
 
 
 def served_operations(settings: Settings) -> set[tuple[str, str]]:
-    """(path, method) for every route of the app, HEAD (implied by GET) left out."""
+    """(path, method) for every route of the app, HEAD (implied by GET) left out. The
+    explorer's pages (``/ui``) are HTML for people, not API operations: the README lists them."""
     operations = set()
     for route in create_app(settings).routes:
+        if route.path == "/ui" or route.path.startswith("/ui/"):
+            continue
         methods = getattr(route, "methods", None)
         assert methods, f"route {route!r} has no methods: is it documented?"
         operations |= {(route.path, m.lower()) for m in methods if m != "HEAD"}

@@ -1,10 +1,11 @@
 """Reconciliation: ``expected_jobs``, the jobs submitted upstream whose results are awaited
 (see service/reconcile). ``(reconciled, next_poll_at)`` serves the reconciler's due polls,
 ``(reconciled, submitted_at, id)`` the listings of awaited jobs, newest first. Self-contained:
-it creates one table and touches no other.
+it creates one table and touches no other (written after 0008 on a branch beside 0009's UI
+sessions, then chained after 0009 when main, holding 0009, was merged in).
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 """
 
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

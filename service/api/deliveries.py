@@ -11,12 +11,13 @@ from starlette.responses import Response
 from service import pagination, queries
 from service.api import params
 from service.api.auth import authorized_read, authorized_write
-from service.api.reveal import WITHHELD_HEADER, revealer
+from service.api.reveal import WITHHELD_HEADER
 from service.http import ApiError, JSONResponse
 from service.pagination import Page
 from service.privacy import audit
+from service.privacy.keys import Keyring
 from service.privacy.redact import summary
-from service.privacy.reveal import RevealedBody
+from service.privacy.reveal import RevealedBody, Revealer
 from service.vocabulary import OUTCOMES
 
 Json = dict[str, Any]
@@ -66,22 +67,37 @@ async def get_delivery(request: Request) -> Response:
     return JSONResponse(found)
 
 
+def audited_body(conn: sa.Connection, delivery_id: int, token_name: str,
+                 keyring: Keyring | None, *,
+                 job_id: str | None = None) -> RevealedBody | None:
+    """A delivery's body with its ``raw_read`` audit record written in ``conn``'s (write)
+    transaction: the query API's raw route and the explorer's download. None, and no
+    record, when there is no such delivery (of job ``job_id``, when given)."""
+    found = queries.delivery_body(conn, delivery_id, Revealer(keyring))
+    if found is None or (job_id is not None and found[0] != job_id):
+        return None
+    found_job_id, body = found
+    audit.record(conn, audit.AuditEntry(
+        "raw_read", token_name, job_id=found_job_id,
+        details={"delivery_id": str(delivery_id)}))
+    return body
+
+
 async def get_delivery_raw(request: Request) -> Response:
     """The bytes received (or as a policy or an erasure redacted them, saying so in a
     header), sent only once the read's audit record is committed with it."""
     def read(conn: sa.Connection, token_name: str) -> tuple[int, RevealedBody | None]:
         delivery_id = _delivery_id(request)
-        found = queries.delivery_body(conn, delivery_id, revealer(request))
-        if found is None:
-            return delivery_id, None
-        job_id, body = found
-        audit.record(conn, audit.AuditEntry(
-            "raw_read", token_name, job_id=job_id, details={"delivery_id": str(delivery_id)}))
-        return delivery_id, body
+        return delivery_id, audited_body(conn, delivery_id, token_name, request.state.keyring)
 
     delivery_id, body = await authorized_write(request, "admin", read)
     if body is None:
         raise _not_found(delivery_id)
+    return raw_response(delivery_id, body)
+
+
+def raw_response(delivery_id: int, body: RevealedBody) -> Response:
+    """A raw body as a download."""
     headers = {
         "Content-Disposition": f'attachment; filename="delivery-{delivery_id}.bin"',
         "X-Content-Type-Options": "nosniff",

@@ -50,7 +50,8 @@ class SearchRequest:
     exact: bool
 
 
-def _faces(request: Request) -> FaceSync:
+def face_sync(request: Request) -> FaceSync:
+    """This process's face index, ready; else the 503 that says why not."""
     faces: FaceSync | None = request.state.faces
     if faces is None:
         raise ApiError(503, "face_index_off", "this process keeps no face index "
@@ -152,8 +153,11 @@ def parse_search(body: bytes) -> SearchRequest:
                          _similarity(document.get("min_similarity")), where, exact)
 
 
-async def _run(request: Request, search: SearchRequest) -> Response:
-    faces = _faces(request)
+async def find_similar(faces: FaceSync, search: SearchRequest) -> list[dict[str, Any]]:
+    """The faces nearest the search's embedding or person, best first, at most ``k``: each
+    hit's details as the database has them now (``has_thumbnail`` among them) and its
+    ``similarity``. Raises the 404 or 422 of a person that is not there or has no
+    embedding. The query API's searches and the explorer's face page."""
     exclude = None
     vector = search.embedding
     if search.person is not None:
@@ -183,22 +187,27 @@ async def _run(request: Request, search: SearchRequest) -> Response:
                               exact=search.exact)
     details = await faces.database.run_read(source.hit_details, faces.keyring,
                                             [hit.key for hit in hits])
-    root = request.scope.get("root_path", "")
     data = []
     for hit in hits:
         found_hit = details.get(hit.key)
         if found_hit is None:
             continue
-        data.append(_hit(found_hit, hit.similarity, root))
+        data.append({**found_hit, "similarity": hit.similarity})
         if len(data) == search.k:
             break
-    return JSONResponse({"data": data})
+    return data
 
 
-def _hit(details: dict[str, Any], similarity: float, root: str) -> dict[str, Any]:
-    has_thumbnail = details.pop("has_thumbnail")
-    hit = {**details, "similarity": similarity}
-    if has_thumbnail:
+async def _run(request: Request, search: SearchRequest) -> Response:
+    faces = face_sync(request)
+    root = request.scope.get("root_path", "")
+    return JSONResponse({"data": [_hit(found, root)
+                                  for found in await find_similar(faces, search)]})
+
+
+def _hit(details: dict[str, Any], root: str) -> dict[str, Any]:
+    hit = dict(details)
+    if hit.pop("has_thumbnail"):
         hit["thumbnail_url"] = (f"{root}/v1/jobs/{quote(details['job_id'], safe='')}/persons/"
                                 f"{details['item_index']}/{details['person_index']}/thumbnail")
     return hit

@@ -71,39 +71,51 @@ AWAITED_LISTING = "jobs-awaited"
 """The cursor kind of a listing of awaited jobs (``status=pending|overdue|expired``)."""
 
 
-async def list_jobs(request: Request) -> Response:
-    """Jobs with a result newest first; with ``status=pending|overdue|expired``, the expected
-    jobs awaiting theirs, newest submission first (``received_after``/``_before`` then apply
-    to the submission time)."""
-    kind_of_listing = "jobs"
+def read_jobs(conn: sa.Connection, request: Request, *,
+              default_limit: int = params.DEFAULT_LIMIT) -> Page:
+    """One page of the job list for the request's filters, limit and cursor (the query API's
+    and the explorer's): a bad parameter raises its 422."""
+    status = params.choice(request, "status", JOB_STATUSES)
+    kind = params.choice(request, "kind", JOB_KINDS)
+    received_after = params.timestamp(request, "received_after")
+    received_before = params.timestamp(request, "received_before")
+    limit = params.limit(request, default=default_limit)
+    after = pagination.cursor(request, "jobs", (int, int))
+    if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
+        raise pagination.bad_cursor()
+    return queries.list_jobs(
+        conn, status=status, kind=kind, received_after=received_after,
+        received_before=received_before, after=after, limit=limit)
 
-    def read(conn: sa.Connection) -> Page:
-        nonlocal kind_of_listing
-        status = params.choice(request, "status", STATUSES)
-        kind = params.choice(request, "kind", JOB_KINDS)
-        received_after = params.timestamp(request, "received_after")
-        received_before = params.timestamp(request, "received_before")
-        limit = params.limit(request)
-        awaited = _awaited_status(status)
-        if awaited is not None:
-            kind_of_listing = AWAITED_LISTING
-        after = pagination.cursor(request, kind_of_listing, (int, int))
-        if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
-            raise pagination.bad_cursor()
-        if awaited is not None:
-            return expected.list_awaited(
-                conn, status=awaited, kind=kind, submitted_after=received_after,
-                submitted_before=received_before, after=after, limit=limit, now=utcnow())
-        page = queries.list_jobs(
-            conn, status=status, kind=kind, received_after=received_after,
-            received_before=received_before, after=after, limit=limit)
+
+def read_job_listing(conn: sa.Connection, request: Request) -> tuple[str, Page]:
+    """The query API's job list: jobs with a result (:func:`read_jobs`, with what
+    reconciliation knows of each); with ``status=pending|overdue|expired``, the expected jobs
+    awaiting theirs, newest submission first (``received_after``/``_before`` then apply to the
+    submission time). Returns the listing's cursor kind with the page."""
+    awaited = _awaited_status(params.choice(request, "status", STATUSES))
+    if awaited is None:
+        page = read_jobs(conn, request)
         expected.annotate(conn, page.rows)
-        return page
+        return "jobs", page
+    kind = params.choice(request, "kind", JOB_KINDS)
+    submitted_after = params.timestamp(request, "received_after")
+    submitted_before = params.timestamp(request, "received_before")
+    limit = params.limit(request)
+    after = pagination.cursor(request, AWAITED_LISTING, (int, int))
+    if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
+        raise pagination.bad_cursor()
+    return AWAITED_LISTING, expected.list_awaited(
+        conn, status=awaited, kind=kind, submitted_after=submitted_after,
+        submitted_before=submitted_before, after=after, limit=limit, now=utcnow())
 
-    page = await authorized_read(request, "read", read)
+
+async def list_jobs(request: Request) -> Response:
+    listing, page = await authorized_read(request, "read",
+                                          lambda conn: read_job_listing(conn, request))
     for row in page.rows:
         row["links"] = job_links(request, row["job_id"])
-    return pagination.page_response(kind_of_listing, page)
+    return pagination.page_response(listing, page)
 
 
 def _awaited_status(status: str | None) -> AwaitedStatus | None:

@@ -27,10 +27,10 @@ def raw_param(request: Request, name: str) -> str | None:
     return values[0] if values else None
 
 
-def limit(request: Request) -> int:
+def limit(request: Request, *, default: int = DEFAULT_LIMIT) -> int:
     raw = raw_param(request, "limit")
     if raw is None:
-        return DEFAULT_LIMIT
+        return default
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise invalid("limit", f"must be a whole number from 1 to {MAX_LIMIT}", value=raw)
     return int(raw)
