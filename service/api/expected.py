@@ -121,7 +121,8 @@ async def record_expected(request: Request) -> Response:
     except UNAVAILABLE_ERRORS:
         raise unavailable() from None
     summary = await database.run_read(expected.job_summary, expectation.job_id, utcnow())
-    assert summary is not None
+    if summary is None:  # deleted in between
+        raise jobs.not_found(expectation.job_id)
     summary["links"] = jobs.job_links(request, expectation.job_id)
     return JSONResponse(summary, status_code=201 if created else 200)
 

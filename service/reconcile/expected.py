@@ -250,30 +250,34 @@ def record_poll(conn: sa.Connection, row_id: int, *, at: datetime, outcome: str,
 class Settled:
     """An expected job whose result is now stored."""
 
+    row_id: int
     job_id: str
     via: Reconciled
     expected_at: datetime
     stored_at: datetime
 
 
-def settle(conn: sa.Connection, *, limit: int) -> list[Settled]:
-    """Mark expected jobs whose result has been stored since (``reconciled``, ``stored_at``):
-    they leave the awaited jobs for good. Runs inside a write transaction."""
+def unsettled(conn: sa.Connection, *, limit: int) -> list[Settled]:
+    """Expected jobs whose result has been stored since the last check, with how the first
+    one arrived (``poll`` when the reconciler fetched it, else ``webhook``)."""
     first_stored = (
         sa.select(deliveries.c.signature_scheme)
         .where(deliveries.c.job_id == expected.c.job_id, deliveries.c.outcome == "stored")
         .order_by(deliveries.c.id).limit(1).scalar_subquery())
-    rows = list(conn.execute(
+    rows = conn.execute(
         sa.select(expected.c.id, expected.c.job_id, expected.c.expected_at,
                   jobs.c.received_at, first_stored.label("scheme"))
         .join(jobs, jobs.c.job_id == expected.c.job_id)
-        .where(expected.c.reconciled.is_(None)).order_by(expected.c.id).limit(limit)))
-    settled = [Settled(r.job_id, "poll" if r.scheme == "poll" else "webhook", r.expected_at,
-                       r.received_at) for r in rows]
-    if rows:
+        .where(expected.c.reconciled.is_(None)).order_by(expected.c.id).limit(limit))
+    return [Settled(r.id, r.job_id, "poll" if r.scheme == "poll" else "webhook",
+                    r.expected_at, r.received_at) for r in rows]
+
+
+def mark_settled(conn: sa.Connection, settled: Sequence[Settled]) -> None:
+    """Record ``reconciled`` and ``stored_at``: the jobs leave the awaited ones for good."""
+    if settled:
         conn.execute(
-            sa.update(expected).where(expected.c.id == sa.bindparam("row_id"))
+            sa.update(expected)
+            .where(expected.c.id == sa.bindparam("row_id"), expected.c.reconciled.is_(None))
             .values(reconciled=sa.bindparam("via"), stored_at=sa.bindparam("at")),
-            [{"row_id": r.id, "via": s.via, "at": s.stored_at}
-             for r, s in zip(rows, settled, strict=True)])
-    return settled
+            [{"row_id": s.row_id, "via": s.via, "at": s.stored_at} for s in settled])

@@ -178,8 +178,11 @@ class Reconciler:
         return leads
 
     async def _settle(self) -> int:
+        settled = await self._database.run_read(expected.unsettled, limit=SETTLE_BATCH)
+        if not settled:
+            return 0  # no write transaction: on SQLite it would take the write lock
         async with self._database.write() as conn:
-            settled = await conn.run_sync(expected.settle, limit=SETTLE_BATCH)
+            await conn.run_sync(expected.mark_settled, settled)
         for job in settled:
             lateness = max(0.0, (job.stored_at - job.expected_at).total_seconds())
             self._metrics.reconciled_results.labels(job.via).inc()
