@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from service.config import Settings
 from service.db import Database
@@ -580,3 +581,12 @@ async def test_a_slow_snapshot_write_spaces_the_next_snapshots_out(
         assert (tmp_path / FILE_NAME).is_file()
     finally:
         await database.dispose()
+
+
+async def test_the_service_runs_numpys_blas_on_one_thread(settings: Settings) -> None:
+    """A BLAS thread per core made every small product wait for the other cores' threads
+    (service/faces/runtime.py)."""
+    async with serve_in_process(settings):
+        blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert blas, "numpy's BLAS not found"
+        assert all(pool["num_threads"] == 1 for pool in blas)
