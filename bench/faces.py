@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.faces.index import FaceBatch, FaceIndex, FaceKey
+from service.faces.runtime import single_threaded_blas
 
 DEFAULT_SIZES = "100000x128,1000000x512"
 OBSERVATIONS = 20
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="uniformly random vectors instead of identities")
     parser.add_argument("--json", help="write the results (a list) to this file")
     args = parser.parse_args(argv)
+    single_threaded_blas()  # as in the service (service/faces/runtime.py)
     results = []
     for size in args.sizes.split(","):
         count, dimension = parse_size(size)

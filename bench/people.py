@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from service.faces.centres import EXACT_BELOW
 from service.faces.people import ASSIGN_THRESHOLD, Clusters, Labels, Vectors, normalized, recluster
+from service.faces.runtime import single_threaded_blas
 
 NOISE_RANGE = (0.044, 0.072)
 """Per-coordinate noise of an observation (128-d): same-identity cosine ~0.8 to ~0.6."""
@@ -146,6 +147,7 @@ def main() -> None:
                         help="comma-separated cluster counts: measure the assignment cost "
                              "instead (e.g. 1000,10000,100000)")
     args = parser.parse_args()
+    single_threaded_blas()  # as in the service (service/faces/runtime.py)
     if args.scale:
         scale([int(c) for c in args.scale.split(",")], args.dimension)
         return

@@ -21,10 +21,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from service.config import Settings
 from service.db import Database
 from service.faces import index as face_index
+from service.faces import snapshot, sync
 from service.faces.snapshot import FILE_NAME
 from service.privacy.keys import parse_keys
 from service.privacy.policy import BiometricPolicy
@@ -553,3 +555,38 @@ async def test_a_process_without_a_face_index_answers_503_face_index_off_and_wri
     assert "RECEIVER_FACE_INDEX" in searched.json()["error"]
     assert people.status_code == 200, people.text
     assert not (off.data_dir / FILE_NAME).exists()
+
+
+async def test_a_slow_snapshot_write_spaces_the_next_snapshots_out(
+        sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,),
+                        encryption_keys=parse_keys(TEST_KEY_LINE))
+    database = Database.from_settings(settings)
+    faces = sync.FaceSync(database, settings.encryption_keys, tmp_path / FILE_NAME, "test",
+                          snapshot_seconds=0.5)
+    faces.index.add([face_index.Face(face_index.FaceKey(1, 0, 0), "job", [0.1, 0.2, 0.3],
+                                     "video", 1.7e9, None, False)])
+    real_write = snapshot.write_exported
+
+    def slow_write(*args: Any) -> int:
+        time.sleep(0.1)  # as a large index's snapshot would take
+        return real_write(*args)
+
+    try:
+        await faces._save()
+        assert faces.snapshot_interval == 0.5  # fast: the configured period
+        monkeypatch.setattr(snapshot, "write_exported", slow_write)
+        await faces._save()
+        assert faces.snapshot_interval >= 0.1 / sync.SNAPSHOT_SHARE  # 5 s: 2% of the time
+        assert (tmp_path / FILE_NAME).is_file()
+    finally:
+        await database.dispose()
+
+
+async def test_the_service_runs_numpys_blas_on_one_thread(settings: Settings) -> None:
+    """A BLAS thread per core made every small product wait for the other cores' threads
+    (service/faces/runtime.py)."""
+    async with serve_in_process(settings):
+        blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert blas, "numpy's BLAS not found"
+        assert all(pool["num_threads"] == 1 for pool in blas)

@@ -15,7 +15,8 @@ re-sync the job they name; ``purge`` re-syncs the indexed jobs received before i
 indexed job. One read per batch of changed jobs. Every replica and worker runs its own tailer,
 so all of them converge within about a second of a commit.
 
-The snapshot is rewritten every :data:`SNAPSHOT_SECONDS` while the index changes, at shutdown,
+The snapshot is rewritten every :data:`SNAPSHOT_SECONDS` while the index changes (or less often
+when writing it takes long: at most :data:`SNAPSHOT_SHARE` of the time goes to it), at shutdown,
 and on the tailer's next round after an erasure, so an erased face does not linger on disk.
 
 Hook for people clustering: :attr:`FaceSync.on_faces_added` is a list of async callables
@@ -46,6 +47,10 @@ log = structlog.get_logger("service.faces")
 
 POLL_SECONDS = 1.0
 SNAPSHOT_SECONDS = 60.0
+SNAPSHOT_SHARE = 0.02
+"""The share of time that rewriting a changing index's snapshot may take: a write that took
+3 s waits 150 s for the next (a large index, growing fast, is not rewritten every minute; the
+snapshot only spares a rebuild at start-up)."""
 BUILD_BATCH = 500
 RESYNC_BATCH = 500
 
@@ -65,6 +70,7 @@ class FaceSync:
         self.database_name = database_name
         self.poll_seconds = poll_seconds
         self.snapshot_seconds = snapshot_seconds
+        self._snapshot_interval = snapshot_seconds
         self.hnsw_threshold = (face_index.HNSW_THRESHOLD if hnsw_threshold is None
                                else hnsw_threshold)
         self.index = FaceIndex(hnsw_threshold=self.hnsw_threshold)
@@ -80,6 +86,11 @@ class FaceSync:
         self._erased = False
         self._last_snapshot = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def snapshot_interval(self) -> float:
+        """Seconds between two snapshots of a changing index, as the last write set it."""
+        return self._snapshot_interval
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -110,7 +121,7 @@ class FaceSync:
             try:
                 await self.poll()
                 if self._erased or (self._dirty and time.monotonic() - self._last_snapshot
-                                    > self.snapshot_seconds):
+                                    > self._snapshot_interval):
                     await self._save()
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("faces.sync_failed", **describe_error(exc))
@@ -186,7 +197,10 @@ class FaceSync:
         except OSError as exc:
             log.warning("faces.snapshot_failed", error_type=type(exc).__name__)
             return
-        log.debug("faces.snapshot_written", faces=len(self.index), bytes=size)
+        took = time.monotonic() - self._last_snapshot
+        self._snapshot_interval = max(self.snapshot_seconds, took / SNAPSHOT_SHARE)
+        log.debug("faces.snapshot_written", faces=len(self.index), bytes=size,
+                  seconds=round(took, 3), next_in=round(self._snapshot_interval, 1))
 
     # --- the tailer --------------------------------------------------------------------------
 

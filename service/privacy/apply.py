@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -104,31 +104,15 @@ async def apply_policy(database: Database, policy: BiometricPolicy, keyring: Key
     if policy.needs_key and keyring is None:
         raise ValueError("the biometric policy encrypts but no encryption key is configured")
     applied = Applied()
+
+    def reported(stage: str, count: Callable[[], int]) -> Callable[[], None] | None:
+        return None if progress is None else lambda: progress(stage, count())
+
     try:
-        after_job = 0
-        while True:
-            batch = Applied()
-            async with database.write() as conn:
-                last_job = await conn.run_sync(_persons_batch, policy, keyring, after_job,
-                                               batch_size, batch)
-            if last_job is None:
-                break
-            applied.add(batch)
-            after_job = last_job
-            if progress is not None:
-                progress("persons", applied.persons)
-        after_body = ""
-        while True:
-            batch = Applied()
-            async with database.write() as conn:
-                last_body = await conn.run_sync(_bodies_batch, policy, keyring, after_body,
-                                                batch_size, batch)
-            if last_body is None:
-                break
-            applied.add(batch)
-            after_body = last_body
-            if progress is not None:
-                progress("bodies", applied.bodies)
+        await _in_batches(database, _persons_batch, 0, policy, keyring, batch_size, applied,
+                          reported("persons", lambda: applied.persons))
+        await _in_batches(database, _bodies_batch, "", policy, keyring, batch_size, applied,
+                          reported("bodies", lambda: applied.bodies))
     finally:
         if applied.persons or applied.bodies:
             async with database.write() as conn:
@@ -140,6 +124,30 @@ async def apply_policy(database: Database, policy: BiometricPolicy, keyring: Key
     if applied.unavailable:
         raise DataNotMoved(applied)
     return applied
+
+
+Cursor = TypeVar("Cursor", int, str)
+
+
+async def _in_batches(database: Database,
+                      step: Callable[[sa.Connection, BiometricPolicy, Keyring | None, Cursor, int,
+                                      Applied], Cursor | None],
+                      start: Cursor, policy: BiometricPolicy, keyring: Keyring | None,
+                      batch_size: int, applied: Applied,
+                      after_batch: Callable[[], None] | None) -> None:
+    """``step`` one transaction at a time from ``start`` (each returns the cursor after the
+    rows it moved, None when there were none), adding each batch's counts to ``applied``."""
+    after = start
+    while True:
+        batch = Applied()
+        async with database.write() as conn:
+            last = await conn.run_sync(step, policy, keyring, after, batch_size, batch)
+        if last is None:
+            return
+        applied.add(batch)
+        after = last
+        if after_batch is not None:
+            after_batch()
 
 
 # --- persons ---------------------------------------------------------------------------------

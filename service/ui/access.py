@@ -64,12 +64,19 @@ def _check(session: Session | None, scope: tokens.Scope) -> Session:
     return session
 
 
+def _cookie_secret(request: Request) -> str:
+    """The session secret the request's cookie holds; :class:`SignInRequired` without a
+    plausible one."""
+    secret = request.cookies.get(sessions.COOKIE)
+    if secret is None or not sessions.plausible(secret):
+        raise SignInRequired
+    return secret
+
+
 async def read_page(request: Request, body: Callable[[sa.Connection, Session], R], *,
                     scope: tokens.Scope = "read") -> tuple[Session, R]:
     """``body(conn, session)`` for the request's live session, in one read transaction."""
-    secret = request.cookies.get(sessions.COOKIE)
-    if not sessions.plausible(secret):
-        raise SignInRequired
+    secret = _cookie_secret(request)
     database: Database = request.state.database
     now = utcnow()
 
@@ -92,9 +99,7 @@ async def write_page(request: Request, body: Callable[[sa.Connection, Session], 
                      scope: tokens.Scope = "read") -> tuple[Session, R]:
     """``body(conn, session)`` for the request's live session, in one write transaction
     (committed when it returns)."""
-    secret = request.cookies.get(sessions.COOKIE)
-    if not sessions.plausible(secret):
-        raise SignInRequired
+    secret = _cookie_secret(request)
     database: Database = request.state.database
     now = utcnow()
 
