@@ -111,6 +111,22 @@ def test_webm_without_a_duration_is_measured_from_its_last_block(variant):
     assert webm.duration_seconds(webm_bytes(12.3, **variant)) == pytest.approx(12.3)
 
 
+MEDIA = Path(__file__).parent / "media"
+
+
+@pytest.mark.parametrize(("name", "seconds"), [
+    ("ffmpeg-vp8-7.3s.webm", 7.3), ("ffmpeg-vp8-4.5s-streamed.webm", 4.5),
+    ("ffmpeg-vp9-opus-6s.webm", 6.008)])
+def test_webm_duration_of_real_encoder_output_matches_ffprobe(name, seconds):
+    assert webm.duration_seconds((MEDIA / name).read_bytes()) == pytest.approx(seconds,
+                                                                               abs=0.001)
+
+
+def test_a_matroska_file_is_not_taken_for_webm():
+    with pytest.raises(webm.WebmError, match="'matroska'"):
+        webm.duration_seconds((MEDIA / "ffmpeg-vp8-3s.mkv").read_bytes())
+
+
 _SAMPLE = webm_bytes(3)
 
 
