@@ -139,6 +139,8 @@ async def test_an_overdue_job_is_fetched_and_stored_as_a_poll_delivery_then_a_we
         assert run.metric("receiver_reconciled_results_total", via="poll") == 1
         assert run.metric("receiver_reconcile_expected_to_stored_seconds_count", via="poll") == 1
         assert run.metric("receiver_expected_jobs", status="overdue") == 0
+        summary = (await client.get(f"/v1/jobs/{job_id}", headers=bearer(admin_token))).json()
+        assert summary["reconciled"] == "poll"  # now read from the settled expectation
 
 
 async def test_a_job_past_max_processing_time_becomes_expired_and_is_polled_no_more(

@@ -126,7 +126,8 @@ _NOT_EXPECTED: Json = {"submitted_at": None, "expected_at": None, "expires_at": 
                        "poll_attempts": 0, "last_polled_at": None}
 
 
-def _fields(row: Row[Any] | None) -> Json:
+def _fields(row: Any) -> Json:
+    """The expectation's fields of a summary (``row``: an ``expected_jobs`` row, or None)."""
     if row is None:
         return dict(_NOT_EXPECTED)
     return {"submitted_at": row.submitted_at, "expected_at": row.expected_at,
@@ -137,20 +138,31 @@ def _fields(row: Row[Any] | None) -> Json:
 def annotate(conn: sa.Connection, summaries: Sequence[Json]) -> None:
     """Add to the summaries of stored jobs what reconciliation knows: the expectation (when
     there is one: submitted/expected/expiry times, poll attempts) and ``reconciled``, how the
-    job's first result arrived (``poll`` when the reconciler fetched it, else ``webhook``)."""
+    job's first result arrived (``poll`` when the reconciler fetched it, else ``webhook``).
+
+    Only an expected job can have been polled, and the reconciler records how each one's
+    result arrived (:func:`mark_settled`) within a period: the delivery log is read only for
+    the few whose result arrived since. One query otherwise."""
     if not summaries:
         return
     ids = [summary["job_id"] for summary in summaries]
     rows = {row.job_id: row for row in conn.execute(
-        sa.select(expected).where(expected.c.job_id.in_(ids)))}
-    polled = set(conn.execute(
+        sa.select(expected.c.job_id, expected.c.submitted_at, expected.c.expected_at,
+                  expected.c.deadline_at, expected.c.poll_attempts, expected.c.last_polled_at,
+                  expected.c.reconciled)
+        .where(expected.c.job_id.in_(ids)))}
+    unsettled = [job_id for job_id, row in rows.items() if row.reconciled is None]
+    polled = set() if not unsettled else set(conn.execute(
         sa.select(deliveries.c.job_id).where(
-            deliveries.c.job_id.in_(ids), deliveries.c.outcome == "stored",
+            deliveries.c.job_id.in_(unsettled), deliveries.c.outcome == "stored",
             deliveries.c.signature_scheme == "poll")).scalars())
     for summary in summaries:
         job_id = summary["job_id"]
-        reconciled: Reconciled = "poll" if job_id in polled else "webhook"
-        summary.update(_fields(rows.get(job_id)), reconciled=reconciled)
+        row = rows.get(job_id)
+        reconciled: Reconciled = (
+            "poll" if (row is not None and row.reconciled == "poll") or job_id in polled
+            else "webhook")
+        summary.update(_fields(row), reconciled=reconciled)
 
 
 def _awaited_summary(row: Row[Any], now: datetime) -> Json:
