@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from service.api.openapi import openapi
 from service.api.routes import api_routes
-from service.config import Settings, redact_url
+from service.config import Settings, redact_credentials, redact_url
 from service.db import Database, describe_error
 from service.faces.runtime import FaceRuntime
 from service.health import healthz, readyz
@@ -35,6 +35,8 @@ from service.privacy.retention import Retention
 from service.privacy.reveal import KeyUnavailable
 from service.privacy.scheduler import RetentionScheduler
 from service.privacy.startup import check_at_start
+from service.reconcile.reconciler import Reconciler
+from service.reconcile.upstream import Upstream
 from service.signatures import SignatureVerifier
 from service.ui.render import Renderer
 from service.ui.routes import explorer_routes
@@ -121,6 +123,14 @@ def create_app(settings: Settings) -> Starlette:
         faces = FaceRuntime(database.background, settings) if settings.face_index else None
         if faces is not None:
             faces.start()
+        upstream = Upstream.from_settings(settings) if settings.reconcile else None
+        reconciler = None
+        if upstream is not None:
+            reconciler = Reconciler(database.background, settings, protector, metrics, upstream)
+            reconciler.start()
+            log.info("reconcile.started", upstream=redact_credentials(upstream.base_url),
+                     interval_seconds=settings.reconcile_interval_seconds,
+                     polls_per_second=settings.reconcile_polls_per_second)
         try:
             yield {
                 "settings": settings,
@@ -133,8 +143,13 @@ def create_app(settings: Settings) -> Starlette:
                 "protector": protector,
                 "keyring": settings.encryption_keys,
                 "faces": None if faces is None else faces.sync,
+                "upstream": upstream,
             }
         finally:
+            if reconciler is not None:
+                await reconciler.stop()
+            if upstream is not None:
+                await upstream.close()
             if faces is not None:
                 await faces.stop()
             if scheduler is not None:

@@ -1,9 +1,9 @@
 """The ``results-receiver`` command line.
 
 serve, migrate, tokens (create/list/revoke), secret generate, keys (generate/rotate),
-privacy apply, send-test, replay, purge. Errors a user can fix are printed as one clear line
-and exit with status 2; nothing prints a secret except ``secret generate``, ``keys generate``
-and ``tokens create``, whose whole purpose is to show one once.
+privacy apply, send-test, replay, purge, submit, dev upstream. Errors a user can fix are
+printed as one clear line and exit with status 2; nothing prints a secret except ``secret
+generate``, ``keys generate`` and ``tokens create``, whose whole purpose is to show one once.
 """
 
 from __future__ import annotations
@@ -449,6 +449,97 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- submit / dev upstream ------------------------------------------------------------------
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from service.reconcile import submit as submitting
+
+    settings = _settings()
+    configure_logging(settings.log_format, "warning")
+    try:
+        if args.images:
+            if args.video is not None:
+                raise UsageError("give a video file or --images, not both")
+            media = submitting.load_images([Path(p) for p in args.images])
+        elif args.video is not None:
+            media = submitting.load_video(Path(args.video))
+        else:
+            raise UsageError("give a video file (WebM) or --images a.jpg b.png ...")
+        submitting.webhook_of(settings)
+        ensure_schema(settings)
+        submission = asyncio.run(submitting.submit(
+            settings, media, max_processing_time=args.max_processing_time))
+    except submitting.SubmitError as exc:
+        raise UsageError(str(exc)) from None
+    expires = (f", expires at {submission.expires_at:%H:%M:%S} UTC"
+               if submission.expires_at else "")
+    print(f"submitted {submission.job_id}: expected by {submission.expected_at:%H:%M:%S} UTC"
+          f"{expires}", file=sys.stderr)
+    print(submission.job_id)
+    if not args.wait:
+        return 0
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    try:
+        summary = asyncio.run(submitting.wait(settings, submission.job_id, say,
+                                              give_up_after=args.wait_timeout))
+    except submitting.SubmitError as exc:
+        raise UsageError(str(exc)) from None
+    return 0 if summary["status"] in ("finished", "failed") else 1
+
+
+def cmd_dev_upstream(args: argparse.Namespace) -> int:
+    from service.devtools import upstream
+
+    configure_logging("console" if sys.stderr.isatty() else "json", "info")
+    faults = upstream.Faults()
+    try:
+        faults.update({name: value for name, value in (
+            ("drop", args.drop), ("duplicate", args.duplicate), ("corrupt", args.corrupt),
+            ("expire", args.expire), ("delay", args.delay), ("reorder", args.reorder),
+            ("poll_errors", args.poll_errors), ("poll_throttle", args.poll_throttle),
+            ("retry_after", args.retry_after)) if value is not None})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    options = upstream.Options(
+        host=args.host, port=args.port, token=os.environ.get(PREFIX + "UPSTREAM_TOKEN") or None,
+        video_latency_ms=args.video_latency_ms, image_latency_ms=args.image_latency_ms,
+        webhook_attempts=args.webhook_attempts, webhook_backoff=args.webhook_backoff,
+        seed=args.seed, faults=faults)
+    print(f"upstream simulator on http://{args.host}:{args.port} (control: /_sim/faults, "
+          "/_sim/unreachable, /_sim/stats)", file=sys.stderr, flush=True)
+    upstream.run(options)
+    return 0
+
+
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a fraction from 0 to 1")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def _whole_seconds(raw: str) -> int:
+    if not raw.isdigit():
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number of seconds (0 or more)")
+    return int(raw)
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 def _positive(raw: str) -> int:
@@ -562,6 +653,58 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--dry-run", action="store_true",
                        help="print what would be deleted or erased; change nothing")
     purge.set_defaults(handler=cmd_purge)
+
+    submit = commands.add_parser(
+        "submit", help="send a video or images to the analysis API; the job is expected here",
+        description="Checks the upstream's limits first (a video: WebM, at most 100 MB and "
+                    "60 s; images: sent as raw base64), uploads as its reference describes "
+                    f"with webhook.url = {PREFIX}PUBLIC_URL + /webhooks/analysis and the first "
+                    f"webhook secret, and records the job as expected (from {PREFIX}"
+                    "UPSTREAM_URL, with RECEIVER_UPSTREAM_TOKEN). Prints the job id.")
+    submit.add_argument("video", nargs="?", default=None, help="a WebM video file")
+    submit.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
+                        help="image files, sent as one batch")
+    submit.add_argument("--max-processing-time", type=_whole_seconds, default=None,
+                        metavar="S", help="Max-Processing-Time in seconds (0: no limit)")
+    submit.add_argument("--wait", action="store_true",
+                        help="show progress until the result is stored (exit 1 if it expires)")
+    submit.add_argument("--wait-timeout", type=_seconds, default=None, metavar="S",
+                        help="with --wait: give up after S seconds (exit 1)")
+    submit.set_defaults(handler=cmd_submit)
+
+    dev = commands.add_parser("dev", help="development tools")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="TOOL")
+    simulator = dev_commands.add_parser(
+        "upstream", help="run an upstream simulator (the analysis API, with faults)",
+        description="A real HTTP server implementing the analysis API's submission, status, "
+                    "result and latency endpoints; it sends signed webhooks with retries and "
+                    "can drop, delay, duplicate or reorder them, corrupt signatures, answer "
+                    "polls with 5xx or 429, expire jobs, and be unreachable for a while "
+                    "(these options, or PATCH /_sim/faults and POST /_sim/unreachable at run "
+                    f"time). Requires {PREFIX}UPSTREAM_TOKEN as a bearer token when set.")
+    simulator.add_argument("--host", default="127.0.0.1")
+    simulator.add_argument("--port", type=int, default=8100)
+    simulator.add_argument("--video-latency-ms", type=_seconds, default=500.0,
+                           help="processing time per second of video (default 500)")
+    simulator.add_argument("--image-latency-ms", type=_seconds, default=120.0,
+                           help="processing time per image (default 120)")
+    simulator.add_argument("--webhook-attempts", type=_positive, default=5,
+                           help="deliveries tried per webhook (default 5)")
+    simulator.add_argument("--webhook-backoff", type=_seconds, default=0.5,
+                           help="seconds before the first retry, doubling (default 0.5)")
+    simulator.add_argument("--seed", type=int, default=None)
+    for name, kind, text in (
+            ("drop", _fraction, "fraction of webhooks never sent"),
+            ("duplicate", _fraction, "fraction of webhooks sent twice"),
+            ("corrupt", _fraction, "fraction of webhooks with a wrong signature"),
+            ("expire", _fraction, "fraction of jobs that never finish"),
+            ("delay", _seconds, "seconds added to every webhook"),
+            ("reorder", _seconds, "up to this many random seconds more per webhook"),
+            ("poll-errors", _fraction, "fraction of polls answered 5xx"),
+            ("poll-throttle", _fraction, "fraction of polls answered 429"),
+            ("retry-after", _seconds, "the 429s' Retry-After seconds (default 1)")):
+        simulator.add_argument(f"--{name}", type=kind, default=None, help=text)
+    dev.set_defaults(handler=cmd_dev_upstream)
     return parser
 
 

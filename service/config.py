@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -38,6 +40,27 @@ _SQLITE_SCHEMES = {"sqlite", "sqlite+aiosqlite"}
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
 _POLICY_VARIABLES = {"STORE_THUMBNAILS": "thumbnails", "STORE_EMBEDDINGS": "embeddings",
                      "STORE_DEMOGRAPHICS": "demographics"}
+
+
+@dataclass(frozen=True)
+class UpstreamPaths:
+    """Where the analysis API's endpoints are, relative to ``RECEIVER_UPSTREAM_URL``: the
+    submissions, the job status/result by id (``{job_id}``) and the latency per media unit
+    (``{media_type}``: ``video`` or ``image``)."""
+
+    video: str = "/video"
+    image: str = "/image"
+    video_status: str = "/video/{job_id}"
+    image_status: str = "/image/{job_id}"
+    latency: str = "/latency?media_type={media_type}"
+
+
+_PATH_VARIABLES = {  # variable suffix -> (attribute, placeholder it must hold)
+    "VIDEO_PATH": ("video", None), "IMAGE_PATH": ("image", None),
+    "VIDEO_STATUS_PATH": ("video_status", "{job_id}"),
+    "IMAGE_STATUS_PATH": ("image_status", "{job_id}"),
+    "LATENCY_PATH": ("latency", "{media_type}"),
+}
 
 
 class ConfigError(Exception):
@@ -67,6 +90,17 @@ class Settings:
     retain_jobs_days: int | None = None
     # This process keeps the face index (search) and may lead the people clustering.
     face_index: bool = True
+    # Reconciliation with the analysis API (service.reconcile): off while upstream_url is None.
+    upstream_url: str | None = None
+    upstream_token: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    upstream_paths: UpstreamPaths = field(default_factory=UpstreamPaths)
+    upstream_timeout_seconds: float = 30.0
+    expected_factor: float = 2.0
+    expected_margin_seconds: float = 300.0
+    reconcile_interval_seconds: float = 30.0
+    reconcile_polls_per_second: float = 5.0
+    reconcile_backoff_max_seconds: float = 3600.0
     # Where the secret came from, for messages only; never the secret itself.
     secrets_source: str = field(default="environment", compare=False)
     # Where the encryption keys came from ("environment", the key file's path, or "none").
@@ -79,6 +113,18 @@ class Settings:
     @property
     def async_database_url(self) -> URL:
         return async_url(self.database_url)
+
+    @property
+    def reconcile(self) -> bool:
+        """Whether expected jobs are polled (``RECEIVER_UPSTREAM_URL`` is set)."""
+        return self.upstream_url is not None
+
+    @property
+    def webhook_url(self) -> str | None:
+        """The ``webhook.url`` to register upstream: the public URL's intake route."""
+        if self.public_url is None:
+            return None
+        return self.public_url + "/webhooks/analysis"
 
     @property
     def data_dir(self) -> Path:
@@ -182,6 +228,26 @@ class Settings:
         face_index = (True if raw_face_index is None or not raw_face_index.strip()
                       else _parse_bool(raw_face_index, "FACE_INDEX", problems))
 
+        upstream_url = _parse_url(get("UPSTREAM_URL"), "UPSTREAM_URL", problems)
+        public_url = _parse_url(get("PUBLIC_URL"), "PUBLIC_URL", problems)
+        upstream_token = (get("UPSTREAM_TOKEN") or "").strip() or None
+        if upstream_token is not None and any(c in upstream_token for c in "\r\n"):
+            problems.append(f"{PREFIX}UPSTREAM_TOKEN: holds a line break")
+        paths = _parse_paths(get, problems)
+        timeout = _parse_float(get("UPSTREAM_TIMEOUT_SECONDS"), "UPSTREAM_TIMEOUT_SECONDS",
+                               30.0, minimum=0.001, problems=problems)
+        factor = _parse_float(get("EXPECTED_FACTOR"), "EXPECTED_FACTOR", 2.0, minimum=0.0,
+                              problems=problems)
+        margin = _parse_float(get("EXPECTED_MARGIN_SECONDS"), "EXPECTED_MARGIN_SECONDS", 300.0,
+                              minimum=0.0, problems=problems)
+        interval = _parse_float(get("RECONCILE_INTERVAL_SECONDS"), "RECONCILE_INTERVAL_SECONDS",
+                                30.0, minimum=0.01, problems=problems)
+        rate = _parse_float(get("RECONCILE_POLLS_PER_SECOND"), "RECONCILE_POLLS_PER_SECOND",
+                            5.0, minimum=0.001, problems=problems)
+        backoff_max = _parse_float(get("RECONCILE_BACKOFF_MAX_SECONDS"),
+                                   "RECONCILE_BACKOFF_MAX_SECONDS", 3600.0, minimum=0.01,
+                                   problems=problems)
+
         if problems:
             raise ConfigError(problems)
 
@@ -201,6 +267,16 @@ class Settings:
             retain_biometrics_days=retain_biometrics,
             retain_jobs_days=retain_jobs,
             face_index=face_index,
+            upstream_url=upstream_url,
+            upstream_token=upstream_token,
+            public_url=public_url,
+            upstream_paths=paths,
+            upstream_timeout_seconds=timeout,
+            expected_factor=factor,
+            expected_margin_seconds=margin,
+            reconcile_interval_seconds=interval,
+            reconcile_polls_per_second=rate,
+            reconcile_backoff_max_seconds=backoff_max,
             secrets_source=source,
             keys_source="environment" if keyring is not None else "none",
         )
@@ -328,6 +404,78 @@ def _parse_days(raw: str | None, name: str, problems: list[str]) -> int | None:
         problems.append(f"{PREFIX}{name}: {raw.strip()!r} is not a positive whole number of "
                         "days; unset it to keep forever")
         return None
+    return value
+
+
+def _parse_url(raw: str | None, name: str, problems: list[str]) -> str | None:
+    """An http(s) base URL without query or fragment, its trailing slash removed; unset or
+    empty is None."""
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip()
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a bad port
+        valid = (parts.scheme in ("http", "https") and bool(parts.hostname)
+                 and not parts.query and not parts.fragment and " " not in value)
+    except ValueError:
+        valid = False
+    if not valid:
+        problems.append(f"{PREFIX}{name}: {redact_credentials(value)!r} is not an http(s) URL "
+                        "without query, e.g. https://api.example.com")
+        return None
+    return value.rstrip("/")
+
+
+def redact_credentials(url: str) -> str:
+    """``url`` with any user:password part hidden."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _parse_paths(get: Callable[[str], str | None], problems: list[str]) -> UpstreamPaths:
+    paths: dict[str, str] = {}
+    for suffix, (attribute, placeholder) in _PATH_VARIABLES.items():
+        raw = get("UPSTREAM_" + suffix)
+        if raw is None or not raw.strip():
+            continue
+        value = raw.strip()
+        if not value.startswith("/") or " " in value:
+            problems.append(f"{PREFIX}UPSTREAM_{suffix}: {value!r} must be a path starting "
+                            "with '/'")
+        elif placeholder is not None and placeholder not in value:
+            problems.append(f"{PREFIX}UPSTREAM_{suffix}: {value!r} must contain {placeholder}")
+        else:
+            try:
+                value.format(job_id="x", media_type="x")
+            except (KeyError, IndexError, ValueError):
+                problems.append(f"{PREFIX}UPSTREAM_{suffix}: {value!r} may only use the "
+                                "placeholders {job_id} and {media_type}")
+                continue
+            paths[attribute] = value
+    return UpstreamPaths(**paths)
+
+
+def _parse_float(raw: str | None, name: str, default: float, *, minimum: float,
+                 problems: list[str]) -> float:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw.strip().replace("_", ""))
+    except ValueError:
+        problems.append(f"{PREFIX}{name}: {raw!r} is not a number")
+        return default
+    if not math.isfinite(value) or value < minimum:
+        problems.append(f"{PREFIX}{name}: {raw.strip()} is not a finite number of at least "
+                        f"{minimum:g}")
+        return default
     return value
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
 
 from service import cjk, payloads
 from service.payloads import Payload
@@ -27,8 +29,14 @@ from service.vectors import pack_doubles
 from service.vocabulary import Outcome
 from service.writer import Writer
 
-__all__ = ["IncomingDelivery", "PreparedResult", "StoreResult", "prepare", "store",
-           "store_rejected"]
+if TYPE_CHECKING:
+    from service.privacy.protect import Protector
+
+__all__ = ["IncomingDelivery", "PreparedResult", "StoreResult", "parse_and_prepare", "prepare",
+           "store", "store_rejected"]
+
+# Parsing a body this large would hold up the event loop; it is done on a worker thread.
+THREAD_PARSE_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,21 @@ def prepare(payload: Payload) -> PreparedResult:
     for index, item in enumerate(payload.items or ()):
         _image_rows(index, item, rows)
     prepared.rows = {name: table_rows for name, table_rows in rows.items() if table_rows}
+    return prepared
+
+
+async def parse_and_prepare(delivery: IncomingDelivery, protector: Protector) -> PreparedResult:
+    """An authenticated body (a webhook's, or a poll's answer) parsed, flattened into rows and
+    put under the privacy policy: what :func:`store` takes. Raises
+    :class:`payloads.PayloadError` when the body is not a result."""
+    if len(delivery.body) > THREAD_PARSE_BYTES:
+        return await run_in_threadpool(_parse_and_prepare, delivery, protector)
+    return _parse_and_prepare(delivery, protector)
+
+
+def _parse_and_prepare(delivery: IncomingDelivery, protector: Protector) -> PreparedResult:
+    prepared = prepare(payloads.parse(delivery.body))
+    protector.protect(prepared, delivery)
     return prepared
 
 

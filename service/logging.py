@@ -74,6 +74,9 @@ def configure_logging(log_format: LogFormat, level: LogLevel,
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
     for driver in ("aiosqlite", "asyncpg", "sqlalchemy"):
         logging.getLogger(driver).setLevel(max(logging.WARNING, root.level))
+    # The upstream's client narrates every request (the reconciler logs its polls itself).
+    for client in ("httpx", "httpcore"):
+        logging.getLogger(client).setLevel(max(logging.WARNING, root.level))
     # Requests are logged by RequestObserver, once, with the request id.
     logging.getLogger("uvicorn.access").disabled = True
 

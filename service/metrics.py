@@ -1,4 +1,5 @@
-"""Prometheus metrics: deliveries, request latency per route, ingest rows, database errors.
+"""Prometheus metrics: deliveries, request latency per route, ingest rows, database errors,
+and the reconciliation of expected jobs.
 
 With several uvicorn workers, ``serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers
 start, each worker writes its values there, and ``GET /metrics`` on any worker reports the sum
@@ -27,6 +28,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0)
 _ROW_BUCKETS = (0, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
+_LATENESS_BUCKETS = (0.0, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                     7200.0, 21600.0, 86400.0)
 
 
 def multiprocess_dir() -> str | None:
@@ -60,6 +63,23 @@ class Metrics:
         self.in_flight = Gauge(
             "receiver_http_requests_in_flight", "HTTP requests being served",
             registry=registry, multiprocess_mode="livesum")
+
+        # Reconciliation (service.reconcile): every process counts the awaited jobs; the
+        # leader polls and settles.
+        self.expected_jobs = Gauge(
+            "receiver_expected_jobs", "Expected jobs without a result, by status "
+            "(pending, overdue, expired)", ["status"], registry=registry,
+            multiprocess_mode="livemax")
+        self.reconcile_polls = Counter(
+            "receiver_reconcile_polls", "Polls of the upstream's job status, by outcome",
+            ["outcome"], registry=registry)
+        self.reconciled_results = Counter(
+            "receiver_reconciled_results", "Results of expected jobs stored, by how they "
+            "arrived (webhook or poll)", ["via"], registry=registry)
+        self.expected_to_stored = Histogram(
+            "receiver_reconcile_expected_to_stored_seconds", "Time from an expected job's "
+            "expected arrival to its result being stored (0 when it arrived in time)",
+            ["via"], buckets=_LATENESS_BUCKETS, registry=registry)
 
         self._deliveries: dict[tuple[str, int], Any] = {}
 

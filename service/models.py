@@ -456,6 +456,45 @@ class PeopleMember(SQLModel, table=True):
     assigned_at: datetime = Field(sa_type=UtcDateTime)
 
 
+class ExpectedJob(SQLModel, table=True):
+    """A job submitted upstream whose result we expect (see :mod:`service.reconcile`): when it
+    should arrive, until when the upstream may process it, and the reconciler's polls.
+
+    Its status is derived when read, never stored: the job's own once a result is stored
+    (``jobs``), else ``expired`` past ``deadline_at``, ``overdue`` past ``expected_at``,
+    ``pending`` before. ``reconciled`` (``webhook`` or ``poll``: how the first result arrived)
+    and ``stored_at`` are set by the reconciler once the result is there; a row with
+    ``reconciled`` NULL is still awaited (or its result arrived since the last check)."""
+
+    __tablename__ = "expected_jobs"
+    __table_args__ = (
+        sa.Index("ix_expected_jobs_reconciled_next_poll_at", "reconciled", "next_poll_at"),
+        sa.Index("ix_expected_jobs_reconciled_submitted_at_id", "reconciled", "submitted_at",
+                 "id"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    job_id: str = Field(sa_type=sa.String(512), unique=True)
+    kind: str = Field(sa_type=sa.String(16))
+    submitted_at: datetime = Field(sa_type=UtcDateTime)
+    # Seconds of video, or images of a batch.
+    media_units: float = Field(sa_type=sa.Double)
+    # Seconds; 0: no limit (the upstream's "infinite").
+    max_processing_time: int = Field(default=0, sa_type=sa.Integer)
+    # The upstream's latency per unit used for expected_at (NULL: unknown, a default used).
+    latency_ms_per_unit: float | None = _double()
+    expected_at: datetime = Field(sa_type=UtcDateTime)
+    deadline_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    recorded_at: datetime = Field(sa_type=UtcDateTime)
+    poll_attempts: int = Field(default=0, sa_type=sa.Integer)
+    next_poll_at: datetime = Field(sa_type=UtcDateTime)
+    last_polled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    last_poll_outcome: str | None = Field(default=None, sa_type=sa.String(32))
+    reconciled: str | None = Field(default=None, sa_type=sa.String(16))
+    stored_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The Core table behind a model, for bulk statements."""
     table = getattr(model, "__table__", None)
@@ -474,6 +513,7 @@ audit_log = table_of(AuditRecord)
 privacy_state = table_of(PrivacyState)
 people = table_of(People)
 people_members = table_of(PeopleMember)
+expected_jobs = table_of(ExpectedJob)
 
 ENTITY_TABLES: tuple[sa.Table, ...] = tuple(
     table_of(model)

@@ -26,3 +26,19 @@ AuditAction = Literal["job_erased", "person_erased", "people_erased", "purge", "
 person observation, a person across jobs), a retention purge batch, a key rotation, a privacy
 policy change seen at start-up, or a read of a raw delivery body."""
 AUDIT_ACTIONS: tuple[AuditAction, ...] = get_args(AuditAction)
+
+AwaitedStatus = Literal["pending", "overdue", "expired"]
+"""The status of an expected job with no result yet (see :mod:`service.reconcile`): ``pending``
+(before its expected arrival), ``overdue`` (past it), ``expired`` (past the upstream's
+``Max-Processing-Time``)."""
+AWAITED_STATUSES: tuple[AwaitedStatus, ...] = get_args(AwaitedStatus)
+
+Reconciled = Literal["webhook", "poll"]
+"""How a job's first result arrived: pushed by the upstream, or fetched by the reconciler."""
+RECONCILED: tuple[Reconciled, ...] = get_args(Reconciled)
+
+PollOutcome = Literal["stored", "duplicate", "updated", "ignored", "not_ready", "not_found",
+                      "bad_answer", "throttled", "server_error", "unreachable", "store_failed"]
+"""What one poll of the upstream's status endpoint came to: the ingest outcome of a result it
+fetched, or why it fetched none."""
+POLL_OUTCOMES: tuple[PollOutcome, ...] = get_args(PollOutcome)

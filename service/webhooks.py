@@ -11,7 +11,6 @@ import asyncio
 import time
 
 import structlog
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
@@ -30,8 +29,6 @@ from service.signatures import (
 
 log = structlog.get_logger("service.webhooks")
 
-# Parsing a body this large would hold up the event loop; do it on a worker thread.
-_THREAD_PARSE_BYTES = 256 * 1024
 # A client that stops sending its body for this long is dropped (slow-client protection).
 BODY_IDLE_TIMEOUT_SECONDS = 30.0
 
@@ -139,10 +136,7 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
     )
     protector: Protector = request.state.protector
     try:
-        if len(body) > _THREAD_PARSE_BYTES:
-            prepared = await run_in_threadpool(_parse_and_prepare, delivery, protector)
-        else:
-            prepared = _parse_and_prepare(delivery, protector)
+        prepared = await ingest.parse_and_prepare(delivery, protector)
     except payloads.PayloadError as exc:
         raise await _reject(database, delivery, protector, exc, started, metrics) from None
 
@@ -161,13 +155,6 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return stored
-
-
-def _parse_and_prepare(delivery: ingest.IncomingDelivery,
-                       protector: Protector) -> ingest.PreparedResult:
-    prepared = ingest.prepare(payloads.parse(delivery.body))
-    protector.protect(prepared, delivery)
-    return prepared
 
 
 async def _reject(database: Database, delivery: ingest.IncomingDelivery, protector: Protector,

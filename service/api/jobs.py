@@ -1,4 +1,6 @@
-"""Job routes: list, summary, the rebuilt payload, entity rows, deletion."""
+"""Job routes: list, summary, the rebuilt payload, entity rows, deletion. A job expected
+(:mod:`service.reconcile.expected`) and still without a result has a summary and is listed
+by its status, but no payload or rows."""
 
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from service.api.auth import authorized_read, require_token
 from service.api.reveal import WITHHELD_HEADER, revealer
 from service.db import UNAVAILABLE_ERRORS, Database
 from service.http import ApiError, JSONResponse, unavailable
+from service.models import utcnow
 from service.pagination import Page
 from service.privacy import audit
 from service.privacy.reveal import Revealer
-from service.vocabulary import JOB_KINDS, JOB_STATUSES
+from service.reconcile import expected
+from service.vocabulary import AWAITED_STATUSES, JOB_KINDS, JOB_STATUSES, AwaitedStatus
 
 Json = dict[str, Any]
 
@@ -61,6 +65,12 @@ def not_found(job_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no job {job_id!r}", {"job_id": job_id})
 
 
+STATUSES = (*JOB_STATUSES, *AWAITED_STATUSES)
+"""A job's status: its result's, or (expected, no result yet) pending, overdue, expired."""
+AWAITED_LISTING = "jobs-awaited"
+"""The cursor kind of a listing of awaited jobs (``status=pending|overdue|expired``)."""
+
+
 def read_jobs(conn: sa.Connection, request: Request, *,
               default_limit: int = params.DEFAULT_LIMIT) -> Page:
     """One page of the job list for the request's filters, limit and cursor (the query API's
@@ -78,17 +88,47 @@ def read_jobs(conn: sa.Connection, request: Request, *,
         received_before=received_before, after=after, limit=limit)
 
 
+def read_job_listing(conn: sa.Connection, request: Request) -> tuple[str, Page]:
+    """The query API's job list: jobs with a result (:func:`read_jobs`, with what
+    reconciliation knows of each); with ``status=pending|overdue|expired``, the expected jobs
+    awaiting theirs, newest submission first (``received_after``/``_before`` then apply to the
+    submission time). Returns the listing's cursor kind with the page."""
+    awaited = _awaited_status(params.choice(request, "status", STATUSES))
+    if awaited is None:
+        page = read_jobs(conn, request)
+        expected.annotate(conn, page.rows)
+        return "jobs", page
+    kind = params.choice(request, "kind", JOB_KINDS)
+    submitted_after = params.timestamp(request, "received_after")
+    submitted_before = params.timestamp(request, "received_before")
+    limit = params.limit(request)
+    after = pagination.cursor(request, AWAITED_LISTING, (int, int))
+    if after is not None and not queries.MIN_MICROS <= after[0] <= queries.MAX_MICROS:
+        raise pagination.bad_cursor()
+    return AWAITED_LISTING, expected.list_awaited(
+        conn, status=awaited, kind=kind, submitted_after=submitted_after,
+        submitted_before=submitted_before, after=after, limit=limit, now=utcnow())
+
+
 async def list_jobs(request: Request) -> Response:
-    page = await authorized_read(request, "read", lambda conn: read_jobs(conn, request))
+    listing, page = await authorized_read(request, "read",
+                                          lambda conn: read_job_listing(conn, request))
     for row in page.rows:
         row["links"] = job_links(request, row["job_id"])
-    return pagination.page_response("jobs", page)
+    return pagination.page_response(listing, page)
+
+
+def _awaited_status(status: str | None) -> AwaitedStatus | None:
+    for awaited in AWAITED_STATUSES:
+        if status == awaited:
+            return awaited
+    return None
 
 
 async def get_job(request: Request) -> Response:
     def read(conn: sa.Connection) -> tuple[str, Json | None]:
         job_id = job_id_param(request)
-        return job_id, queries.job_summary(conn, job_id)
+        return job_id, expected.job_summary(conn, job_id, utcnow())
 
     job_id, summary = await authorized_read(request, "read", read)
     if summary is None:

@@ -11,14 +11,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api import faces, params
+from service.api import expected, faces, params
 from service.http import JSONResponse
 from service.vocabulary import (
     ACCEPTED_OUTCOMES,
     AUDIT_ACTIONS,
+    AWAITED_STATUSES,
     JOB_KINDS,
     JOB_STATUSES,
     OUTCOMES,
+    RECONCILED,
 )
 
 Schema = dict[str, Any]
@@ -171,9 +173,38 @@ def _schemas() -> dict[str, Schema]:
                           head=STRING),
         "JobSummary": _object(
             job_id=STRING, kind=_nullable({"type": "string", "enum": list(JOB_KINDS)}),
-            status={"type": "string", "enum": list(JOB_STATUSES)},
-            error=_nullable(UPSTREAM_ERROR), received_at=DATETIME, updated_at=DATETIME,
-            deliveries=INTEGER, counts=counts, links=LINKS),
+            status={"type": "string", "enum": [*JOB_STATUSES, *AWAITED_STATUSES],
+                    "description": "the result's (finished, failed) or, expected without a "
+                                   "result yet, pending, overdue (past expected_at) or "
+                                   "expired (past expires_at)"},
+            error=_nullable(UPSTREAM_ERROR),
+            received_at=_nullable(DATETIME), updated_at=_nullable(DATETIME),
+            deliveries=INTEGER, counts=counts,
+            submitted_at=_nullable(DATETIME), expected_at=_nullable(DATETIME),
+            expires_at=_nullable(DATETIME), poll_attempts=INTEGER,
+            last_polled_at=_nullable(DATETIME),
+            reconciled=_nullable({"type": "string", "enum": list(RECONCILED),
+                                  "description": "how the first result arrived"}),
+            links=LINKS),
+        "ExpectedJob": {
+            "type": "object",
+            "description": "a job submitted upstream; media_seconds for a video, image_count "
+                           "for an image_batch",
+            "properties": {
+                "job_id": {"type": "string", "minLength": 1, "maxLength": 512},
+                "kind": {"type": "string", "enum": list(JOB_KINDS)},
+                "submitted_at": {**DATETIME, "description": "default: now"},
+                "media_seconds": {"type": "number", "exclusiveMinimum": 0,
+                                  "maximum": expected.MAX_MEDIA_SECONDS},
+                "image_count": {"type": "integer", "minimum": 1,
+                                "maximum": expected.MAX_IMAGE_COUNT},
+                "max_processing_time": {"type": "integer", "minimum": 0,
+                                        "maximum": expected.MAX_PROCESSING_TIME,
+                                        "description": "seconds; 0 (default): no limit"},
+            },
+            "required": ["job_id", "kind"],
+            "additionalProperties": False,
+        },
         "JobPage": _page("JobSummary"),
         "TimeSegment": time_segment,
         "Scene": _object(item_index=INTEGER, index=INTEGER, start_seconds=N_NUMBER,
@@ -285,6 +316,22 @@ def _operation(summary: str, ok: dict[str, Schema], *parameters: Schema, admin: 
                                   "(key_unavailable); details.key_id names it")
     return {"summary": summary, "tags": [tag], "parameters": list(parameters),
             "security": [{"bearer": []}], "responses": responses}
+
+
+def _expected_operation() -> Schema:
+    operation = _operation(
+        "Record a job submitted upstream as expected: if its result has not arrived by its "
+        "expected time, it is fetched from the upstream. Idempotent per job id (the first "
+        "expectation stays); a stored job keeps its result",
+        {"201": _json("JobSummary", "recorded"),
+         "200": _json("JobSummary", "already expected: nothing changed")},
+        admin=True, tag="reconciliation")
+    operation["requestBody"] = {"required": True, "content": {
+        "application/json": {"schema": _ref("ExpectedJob")}}}
+    operation["responses"]["400"] = _error("not JSON (invalid_json)")
+    operation["responses"]["413"] = _error("a body over 16 KiB (payload_too_large)")
+    operation["responses"]["422"] = _error("a bad field; details.parameter names it")
+    return operation
 
 
 def _erase_person() -> Schema:
@@ -417,14 +464,27 @@ def _paths() -> dict[str, Schema]:
                             "responses": {"200": _json("Health"),
                                           "503": _json("Health", "not ready")}}},
         "/v1/jobs": {"get": _operation(
-            "Jobs, newest first", {"200": _json("JobPage")},
-            _param("status", "query", {"type": "string", "enum": list(JOB_STATUSES)},
-                   "only jobs with this status"),
+            "Jobs with a result, newest first; with status pending, overdue or expired, the "
+            "expected jobs still without one, newest submission first",
+            {"200": _json("JobPage")},
+            _param("status", "query",
+                   {"type": "string", "enum": [*JOB_STATUSES, *AWAITED_STATUSES]},
+                   "only jobs with this status (received_after/_before then filter the "
+                   "submission time of awaited jobs)"),
             _param("kind", "query", {"type": "string", "enum": list(JOB_KINDS)},
                    "only jobs of this kind"),
             _param("received_after", "query", DATETIME, "ISO 8601, exclusive"),
             _param("received_before", "query", DATETIME, "ISO 8601, exclusive"),
             LIMIT, CURSOR)},
+        "/v1/jobs/expected": {
+            "post": _expected_operation(),
+            "get": _operation("The summary of the job whose id is 'expected' (as "
+                              "/v1/jobs/{job_id})", {"200": _json("JobSummary")},
+                              not_found=True),
+            "delete": _operation("Delete the job whose id is 'expected' (as "
+                                 "/v1/jobs/{job_id})", {"204": {"description": "deleted"}},
+                                 admin=True, not_found=True),
+        },
         "/v1/jobs/{job_id}": {
             "get": _operation("A job's summary", {"200": _json("JobSummary")}, JOB_ID,
                               not_found=True),

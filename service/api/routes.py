@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from service.api import audit, catalog, deliveries, faces, jobs, people, persons
+from service.api import audit, catalog, deliveries, expected, faces, jobs, people, persons
 
 
 def api_routes() -> list[Route]:
@@ -18,6 +18,8 @@ def api_routes() -> list[Route]:
     ]
     return [
         Route("/v1/jobs", jobs.list_jobs, methods=["GET"]),
+        # Before /v1/jobs/{job_id}, which it also is (the job "expected": GET, DELETE).
+        Route("/v1/jobs/expected", expected.jobs_expected, methods=["GET", "DELETE", "POST"]),
         Route("/v1/jobs/{job_id}", jobs.job, methods=["GET", "DELETE"]),
         Route("/v1/jobs/{job_id}/payload", jobs.get_payload, methods=["GET"]),
         *entity_routes,

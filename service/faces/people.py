@@ -29,15 +29,12 @@ both sides for real embeddings, whose spread is wider than the synthetic one.
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +42,7 @@ import sqlalchemy as sa
 import structlog
 
 from service import models
-from service.db import Database, asyncpg_dsn
+from service.db import Database
 from service.faces import people_store as store
 from service.faces.centres import (
     CANDIDATE_BLOCK,
@@ -55,7 +52,8 @@ from service.faces.centres import (
     neighbour_rows,
 )
 from service.faces.people_store import Face, Member
-from service.privacy.scheduler import PostgresLeader
+from service.leader import Leader
+from service.leader import leader_for as shared_leader_for
 
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
@@ -361,47 +359,11 @@ TASK_NAME = "people-recluster"
 VectorsByFace = Mapping[Face, npt.ArrayLike]
 
 
-class Leader(Protocol):
-    async def acquire(self) -> bool: ...
-    async def release(self) -> None: ...
-
-
-class FileLeader:
-    """Leadership on one box (SQLite): an exclusive ``flock`` on a file of the data folder,
-    held while the process lives (the kernel releases it when the process ends, however it
-    ends). Every worker process of the instance shares that folder."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._fd: int | None = None
-
-    async def acquire(self) -> bool:
-        if self._fd is not None:
-            return True
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        log.info("people.leader")
-        return True
-
-    async def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the file releases the lock
-
-
 def leader_for(database: Database, data_dir: Path) -> Leader:
     """PostgreSQL: a session advisory lock (as the retention scheduler's, with its own key);
-    SQLite: a lock file in ``data_dir``."""
-    if database.dialect == "postgresql":
-        return PostgresLeader(asyncpg_dsn(database.engine.url), lock_key=LOCK_KEY,
-                              name="people")
-    return FileLeader(data_dir / LOCK_FILE)
+    SQLite: a lock file in ``data_dir`` (see :mod:`service.leader`)."""
+    return shared_leader_for(database, data_dir, lock_key=LOCK_KEY, lock_file=LOCK_FILE,
+                             name="people")
 
 
 class PeopleAssigner:

@@ -2,10 +2,9 @@
 as an asyncio task of the service (started by the app's lifespan when a retention setting is
 set), recorded in the audit log as ``system``.
 
-On PostgreSQL, of all the replicas and workers sharing the database, only the leader purges:
-the one holding a session advisory lock (``pg_try_advisory_lock``) on a dedicated connection of
-its own, kept open while it leads; the others try again at their next run. Losing the
-connection loses the lock, and another process takes over. On SQLite (one box) every process
+On PostgreSQL, of all the replicas and workers sharing the database, only the leader purges
+(:class:`service.leader.PostgresLeader`: a session advisory lock on a dedicated connection);
+the others try again at their next run. On SQLite (one box) every process
 runs it; a purge is idempotent.
 
 It never holds up intake: small batches, each a short transaction, and the task yields between
@@ -20,11 +19,11 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import datetime
 
-import asyncpg
 import structlog
 
 from service import models
 from service.db import Database, asyncpg_dsn
+from service.leader import PostgresLeader
 from service.privacy import audit
 from service.privacy.keys import Keyring
 from service.privacy.retention import PurgeReport, Retention, purge
@@ -40,59 +39,6 @@ TASK_NAME = "retention-scheduler"
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class PostgresLeader:
-    """Leadership as a session advisory lock held on a dedicated connection (``lock_key``: one
-    per task that needs a single leader, ``name``: the task's name in logs)."""
-
-    def __init__(self, dsn: str, *, lock_key: int = LOCK_KEY, name: str = "retention") -> None:
-        self._dsn = dsn
-        self._lock_key = lock_key
-        self._name = name
-        self._conn: asyncpg.Connection | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._conn is not None
-
-    async def acquire(self) -> bool:
-        """Whether this process leads now: still holding the lock, or just took it."""
-        if self._conn is not None:
-            try:
-                await self._conn.fetchval("SELECT 1", timeout=5)
-                return True
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-                self._drop()  # the session is gone, and the lock with it
-        conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn, timeout=5,
-            server_settings={"application_name": f"results-receiver-{self._name}"})
-        try:
-            taken: bool = await conn.fetchval("SELECT pg_try_advisory_lock($1)",
-                                              self._lock_key, timeout=5)
-        except BaseException:
-            conn.terminate()
-            raise
-        if not taken:
-            await conn.close()
-            return False
-        self._conn = conn
-        log.info(f"{self._name}.leader")
-        return True
-
-    async def release(self) -> None:
-        """Ends the session, which releases the lock."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await asyncio.wait_for(conn.close(), timeout=5)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-                conn.terminate()
-
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.terminate()
 
 
 class RetentionScheduler:
@@ -112,7 +58,8 @@ class RetentionScheduler:
         self._first_run = first_run
         self._batch_size = batch_size
         self._task: asyncio.Task[None] | None = None
-        self.leader = (PostgresLeader(asyncpg_dsn(database.engine.url))
+        self.leader = (PostgresLeader(asyncpg_dsn(database.engine.url), lock_key=LOCK_KEY,
+                                      name="retention")
                        if database.dialect == "postgresql" else None)
 
     @property

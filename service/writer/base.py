@@ -46,10 +46,20 @@ class Writer(Protocol):
         """Append to the delivery log; returns the delivery's id (never reused)."""
 
     async def delete_job(self, job_id: str) -> dict[str, int] | None:
-        """Remove the job, its rows, its deliveries and bodies no other delivery uses; returns
-        what was removed (``{"jobs": 1, "deliveries": n, "rows": n}``, rows counting every
-        entity row), or None when there is no such job."""
+        """Remove the job, its rows, its deliveries, bodies no other delivery uses and its
+        expectation (``expected_jobs``); returns what was removed (``{"jobs": 1, "deliveries":
+        n, "rows": n}``, rows counting every entity row, plus ``"expected": 1`` when an
+        expectation went too), or None when there was neither job nor expectation."""
 
     async def insert_row(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         """Insert one row into ``table`` (whose key is an ``id`` the database assigns);
         returns its id."""
+
+
+def deletion_counts(removed: dict[str, int] | None, expected: int) -> dict[str, int] | None:
+    """What :meth:`Writer.delete_job` returns: the job's counts (None: no job) with the
+    expectation removed, if any."""
+    if not expected:
+        return removed
+    counts = removed or {"jobs": 0, "deliveries": 0, "rows": 0}
+    return {**counts, "expected": expected}

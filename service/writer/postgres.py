@@ -36,7 +36,7 @@ from service.rows import (
     PreparedResult,
     StoredBody,
 )
-from service.writer.base import Created, JobRow, NewJob
+from service.writer.base import Created, JobRow, NewJob, deletion_counts
 from service.writer.columns import (
     ENTITY_TABLES_PARENTS_FIRST,
     JOB_INSERT_COLUMNS,
@@ -241,6 +241,11 @@ _DELETE_JOB_AND_DELIVERIES = """
     SELECT count(*) FROM gone
 """
 
+_DELETE_EXPECTED = """
+    WITH gone AS (DELETE FROM expected_jobs WHERE job_id = $1 RETURNING 1)
+    SELECT count(*) FROM gone
+"""
+
 
 async def _no_reset(_conn: asyncpg.Connection) -> None:
     """Connections come back from the writers with no session state to undo (asyncpg still
@@ -369,12 +374,13 @@ class PostgresWriter:
 
     async def delete_job(self, job_id: str) -> dict[str, int] | None:
         conn = self._connection
+        expected: int = await conn.fetchval(_DELETE_EXPECTED, job_id)
         job_pk = await conn.fetchval("SELECT id FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
         if job_pk is None:
-            return None
+            return deletion_counts(None, expected)
         rows: int = await conn.fetchval(_delete_counted_rows_sql(), job_pk)
         deliveries: int = await conn.fetchval(_DELETE_JOB_AND_DELIVERIES, job_pk, job_id)
-        return {"jobs": 1, "deliveries": deliveries, "rows": rows}
+        return deletion_counts({"jobs": 1, "deliveries": deliveries, "rows": rows}, expected)
 
     async def insert_row(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))

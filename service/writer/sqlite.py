@@ -33,7 +33,7 @@ from service.rows import (
     PreparedResult,
     StoredBody,
 )
-from service.writer.base import Created, JobRow, NewJob
+from service.writer.base import Created, JobRow, NewJob, deletion_counts
 from service.writer.columns import (
     ENTITY_TABLES_PARENTS_FIRST,
     JOB_INSERT_COLUMNS,
@@ -229,9 +229,10 @@ def insert_batch(db: sqlite3.Connection, batch: Sequence[NewJob]) -> list[Create
 
 
 def _delete_job(db: sqlite3.Connection, job_id: str) -> dict[str, int] | None:
+    expected = db.execute("DELETE FROM expected_jobs WHERE job_id = ?", (job_id,)).rowcount
     row = db.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     if row is None:
-        return None
+        return deletion_counts(None, expected)
     # Crypto-shredding first: without its data keys, no copy of the job's sealed values
     # (rows, bodies, the WAL, a backup) can be read again.
     db.execute("DELETE FROM data_keys WHERE job_id = ?", (job_id,))
@@ -244,7 +245,7 @@ def _delete_job(db: sqlite3.Connection, job_id: str) -> dict[str, int] | None:
         "DELETE FROM delivery_bodies WHERE sha256 = ? AND NOT EXISTS "
         "(SELECT 1 FROM deliveries WHERE body_sha256 = ?)",
         [(sha, sha) for sha in shas])
-    return {"jobs": 1, "deliveries": deliveries, "rows": rows}
+    return deletion_counts({"jobs": 1, "deliveries": deliveries, "rows": rows}, expected)
 
 
 def _insert_row(db: sqlite3.Connection, table: sa.Table, values: Mapping[str, Any]) -> int:
