@@ -75,7 +75,8 @@ async def _token(settings: Settings) -> str:
 
 
 async def measure(database_url: str, jobs: int, requests: int) -> list[dict[str, Any]]:
-    """Sign in, wait for the face index, then time each page ``requests`` times."""
+    """Sign in, wait for the face index and people, then time each page ``requests``
+    times."""
     key = base64.b64encode(os.urandom(32)).decode("ascii")
     settings = Settings(database_url=database_url, webhook_secrets=(SECRET,),
                         log_level="warning", encryption_keys=parse_keys(f"bench-ui:{key}"))
@@ -99,6 +100,9 @@ async def measure(database_url: str, jobs: int, requests: int) -> list[dict[str,
             faces = (state or {}).get("faces")
             if faces is not None:
                 await asyncio.wait_for(faces.became_ready.wait(), timeout=600)
+            people_ready = (state or {}).get("people_ready")
+            if people_ready is not None:  # its catch-up would compete with the pages
+                await asyncio.wait_for(people_ready.wait(), timeout=1800)
             for label, path in pages(jobs):
                 first = await client.get(path)
                 for _ in range(min(5, requests)):

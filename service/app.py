@@ -143,6 +143,7 @@ def create_app(settings: Settings) -> Starlette:
                 "protector": protector,
                 "keyring": settings.encryption_keys,
                 "faces": None if faces is None else faces.sync,
+                "people_ready": None if faces is None else faces.people_ready,
                 "upstream": upstream,
             }
         finally:

@@ -50,6 +50,9 @@ class FaceRuntime:
         self.sync.on_faces_added.append(self._faces_added)
         self._people_task: asyncio.Task[None] | None = None
         self._people_loading = False
+        self.people_ready = asyncio.Event()
+        """Set once people were loaded from the index at start (and the faces in no cluster
+        assigned, when this process leads)."""
 
     def _all_vectors(self) -> VectorsByFace:
         vectors: dict[tuple[int, int, int], Vectors] = {}
@@ -71,6 +74,7 @@ class FaceRuntime:
         try:
             await self.people.load(self._all_vectors())
             self.people.start()
+            self.people_ready.set()
         finally:
             self._people_loading = False
 

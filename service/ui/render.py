@@ -83,7 +83,9 @@ class Renderer:
     def __init__(self) -> None:
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+            # The templates ship with the service: no stat() of each one on every page.
+            auto_reload=False)
         environment.filters.update(seconds=text.seconds, span=text.span, size=text.size,
                                    when=text.when, percent=text.percent)
         environment.globals.update(highlight=text.highlight, error_parts=text.error_parts,

@@ -53,34 +53,56 @@ class Mark:
     face: tuple[int, int] | None = None  # (item_index, person_index) of a person mark
     shade: int = 0
 
-    @property
-    def y(self) -> int:
-        return self.place.row * ROW_HEIGHT + 2
+    def drawn(self, place: Place) -> DrawnMark:
+        """This mark at ``place`` (its stacked row), with every attribute the template
+        writes computed once: a timeline draws hundreds of marks, and each lookup in a
+        template costs more than here."""
+        if self.face is not None:
+            link = f"/persons/{self.face[0]}/{self.face[1]}"
+        elif self.t:
+            link = f"?t={self.t}#timeline"
+        else:
+            link = "#timeline"
+        css = " ".join(["mark", self.kind, *(["critical"] if self.critical else []),
+                        *(["selected"] if self.selected else []),
+                        *(["shade"] if self.shade else [])])
+        short = _short_label(self.label, place.width)
+        y = place.row * ROW_HEIGHT + 2
+        return DrawnMark(self.kind, place, link, css, self.detail,
+                         self.detail if short is None else f"{short}. {self.detail}",
+                         short, y, round(place.x + 0.5, 3), self.opacity, self.selected)
 
-    @property
-    def text_x(self) -> float:
-        return round(self.place.x + 0.5, 3)
 
-    @property
-    def name(self) -> str:
-        """The accessible name: the visible label first (as screen readers and voice control
-        expect), then the details."""
-        shown = self.short_label
-        return self.detail if shown is None else f"{shown}. {self.detail}"
+@dataclass(frozen=True, slots=True)
+class DrawnMark:
+    """A mark as the template writes it."""
 
-    @property
-    def short_label(self) -> str | None:
-        if self.place.width < LABEL_MIN_WIDTH:
-            return None
-        room = max(3, int(self.place.width * 1.1))
-        return self.label if len(self.label) <= room else self.label[:room - 1] + "…"
+    kind: str
+    place: Place
+    link: str  # appended to the job's page path: its face page, or its time selected
+    css: str
+    detail: str
+    name: str  # the accessible name: the visible label first, then the details
+    short_label: str | None  # the label drawn inside the mark, when it is wide enough
+    y: int
+    text_x: float
+    opacity: float
+    selected: bool
+
+
+def _short_label(label: str, width: float) -> str | None:
+    """The label as drawn inside a mark ``width`` percent wide; None when too narrow."""
+    if width < LABEL_MIN_WIDTH:
+        return None
+    room = max(3, int(width * 1.1))
+    return label if len(label) <= room else label[:room - 1] + "…"
 
 
 @dataclass(slots=True)
 class Lane:
     key: str
     title: str
-    marks: list[Mark]
+    marks: list[DrawnMark]
     rows: int = 1
 
     @property
@@ -219,6 +241,4 @@ def _opacity(confidence: float | None) -> float:
 
 def _lane(key: str, title: str, marks: list[Mark]) -> Lane:
     placed, rows = stack([mark.place for mark in marks])
-    stacked = [Mark(m.kind, p, m.label, m.detail, m.t, m.selected, m.critical, m.opacity,
-                    m.face, m.shade) for m, p in zip(marks, placed, strict=True)]
-    return Lane(key, title, stacked, rows)
+    return Lane(key, title, [m.drawn(p) for m, p in zip(marks, placed, strict=True)], rows)
