@@ -152,7 +152,8 @@ def measure(count: int, dimension: int, *, queries: int, uniform: bool) -> dict[
         "graph_bytes": int(graph.memory_usage) if graph is not None else None,
         "hnsw": {"connectivity": graph.connectivity if graph is not None else None,
                  "expansion_search": graph.expansion_search if graph is not None else None,
-                 "dtype": str(graph.dtype) if graph is not None else None},
+                 "dtype": str(graph.dtype) if graph is not None else None,
+                 "shards": graph.shards if graph is not None else None},
         "threads": os.cpu_count(),
     }
 

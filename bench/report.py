@@ -288,9 +288,16 @@ def _faces(results: dict[str, Any]) -> list[str]:
             f"{_num(f['fill_seconds'], 1)} | {_num(f['build_seconds'], 1)} | "
             f"{_mb(f['rss_start'])} / {_mb(f['rss_filled'])} / {_mb(f['rss_built'])} | "
             f"{_mb(f['index_arrays_bytes'])} | {_mb(f['graph_bytes'])} |")
-    hnsw = results["faces"][0].get("hnsw") or {}
-    lines += ["", f"HNSW (usearch): connectivity {hnsw.get('connectivity')}, expansion_search "
-              f"{hnsw.get('expansion_search')}, {hnsw.get('dtype')}."]
+    graphs = []
+    for f in results["faces"]:
+        hnsw = f.get("hnsw") or {}
+        if hnsw.get("connectivity") is not None:
+            graphs.append(f"{f['faces']:,} x {f['dimension']}: connectivity "
+                          f"{hnsw.get('connectivity')}, {hnsw.get('dtype')}, "
+                          f"{hnsw.get('shards') or 1} shard(s) searched in parallel, "
+                          f"expansion_search {hnsw.get('expansion_search')} per shard")
+    if graphs:
+        lines += ["", "HNSW (usearch): " + "; ".join(graphs) + "."]
     return lines
 
 

@@ -91,5 +91,7 @@ def test_reclustering_through_the_centre_graph_recovers_the_identities() -> None
     labels = np.full(len(truth), UNASSIGNED, dtype=np.int64)
     graph = recluster(vectors, labels, exact_below=0)
     full = recluster(vectors, labels)
-    assert adjusted_rand_index(graph, truth) >= 0.99
-    assert adjusted_rand_index(graph, full) >= 0.99
+    # The graph is approximate and built on several threads, so runs differ a little: ARI
+    # 0.991-0.997 against the identities in 12 runs (the full comparison: 0.997).
+    assert adjusted_rand_index(graph, truth) >= 0.98
+    assert adjusted_rand_index(graph, full) >= 0.98

@@ -30,7 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from usearch.index import Index as HnswIndex
+
+from service.faces.graph import Graph
 
 HNSW_THRESHOLD = 50_000
 """Live faces of one dimension from which searches use the HNSW index (unless ``exact``)."""
@@ -49,28 +50,6 @@ building at all (a fraction of a millisecond per face, in every process)."""
 GRAPH_CHUNK = 64
 """New rows added to the graph at a time, on a worker thread: a search waits for at most
 one such chunk (a few milliseconds)."""
-GRAPH_DTYPE = "i8"
-"""The graph's own copy of the vectors: 8-bit (a quarter of float32's memory, several times
-faster to build). Its candidates are then ranked by the exact float32 vectors, so the
-similarities returned are exact."""
-GRAPH_METRIC = "ip"
-"""The graph's distance: the inner product of its 8-bit copies. usearch's "cos" over them
-(which corrects for the quantized copies not being exactly unit) ranked better at 200,000 x
-512 (recall@10 0.999 against 0.993 with 128 candidates) but not at 1,000,000 x 512 (0.953
-against 0.950 with 1,024), and built far slower there (44 min against 17, on a busier
-machine)."""
-GRAPH_CONNECTIVITY = 16
-GRAPH_EXPANSION_ADD = 64
-GRAPH_EXPANSION_SEARCH = 64
-GRAPH_EXPANSION_SEARCH_MAX = 4096
-
-
-def expansion_search(faces: int) -> int:
-    """The HNSW search breadth for a graph of ``faces``. At a fixed breadth recall falls as
-    the graph grows (bench/faces.py, 512-d synthetic identities, recall@10 at breadth 64:
-    0.9995 at 100,000 faces, 0.958 at 300,000, 0.644 at 1,000,000; at 1,000,000 with 1,024:
-    0.9565 in 27 ms p99), so it grows with the graph: one per 800 faces, at least 64."""
-    return min(GRAPH_EXPANSION_SEARCH_MAX, max(GRAPH_EXPANSION_SEARCH, faces // 800))
 _INITIAL_CAPACITY = 1024
 
 KINDS = ("video", "image_batch")
@@ -208,7 +187,7 @@ class Collection:
         self.live = 0
         self._allocate(_INITIAL_CAPACITY)
         self.rows: dict[FaceKey, int] = {}
-        self._hnsw: HnswIndex | None = None
+        self._hnsw: Graph | None = None
         self._graph_rows = 0  # rows below this were given to the graph
         self._graph_dead = 0  # of those, rows removed since
         self._building = False
@@ -314,7 +293,7 @@ class Collection:
             vectors = self.vectors[rows]  # a copy
             size = self.size
             self._in_background(lambda: self._install(
-                _build_graph(self.dimension, rows, vectors), rows, size, generation))
+                Graph.build(self.dimension, rows, vectors), rows, size, generation))
         elif self.size > self._graph_rows:
             self._in_background(lambda: self._extend(graph, generation))
 
@@ -335,7 +314,7 @@ class Collection:
 
         future.add_done_callback(done)
 
-    def _install(self, graph: HnswIndex, rows: npt.NDArray[np.int64], size: int,
+    def _install(self, graph: Graph, rows: npt.NDArray[np.int64], size: int,
                  generation: int) -> None:
         with self._graph_lock:
             if generation != self._generation:
@@ -343,7 +322,7 @@ class Collection:
             self._hnsw, self._graph_rows = graph, size
             self._graph_dead = int(np.count_nonzero(~self.alive[rows]))
 
-    def _extend(self, graph: HnswIndex, generation: int) -> None:
+    def _extend(self, graph: Graph, generation: int) -> None:
         """Add the tail to ``graph``, a chunk at a time (a worker thread's work)."""
         while True:
             with self._graph_lock:
@@ -355,7 +334,7 @@ class Collection:
                     return
                 rows = start + np.flatnonzero(self.alive[start:stop])
                 if len(rows):
-                    graph.add(rows.astype(np.uint64), self.vectors[rows], threads=1)
+                    graph.add(rows, self.vectors[rows], threads=1)
                 self._graph_rows = stop
 
     @property
@@ -363,7 +342,7 @@ class Collection:
         return self._hnsw is not None
 
     @property
-    def graph(self) -> HnswIndex | None:
+    def graph(self) -> Graph | None:
         """The HNSW graph searches use now (None: exact search only), for its figures."""
         return self._hnsw
 
@@ -435,17 +414,16 @@ class Collection:
             if graph is None:
                 return None
             total = len(graph)
-            graph.expansion_search = expansion_search(total)  # type: ignore[misc]  # has a setter
             alive_share = max(0.1, 1.0 - self._graph_dead / max(1, total))
             count = min(total, int(k * OVERFETCH / alive_share) + 1)
             while True:
-                matches = graph.search(query, count)
-                rows = np.asarray(matches.keys, dtype=np.int64)
-                similarities = 1.0 - np.asarray(matches.distances, dtype=np.float64)
+                rows, _scores = graph.search(query, count)
+                # The candidates' exact similarities (the graph's own scores are of its 8-bit
+                # copies, and only rank).
+                exact = (self.vectors[rows] @ query).astype(np.float64)
                 keep = mask[rows]
                 enough = int(keep.sum()) >= k
-                below = min_similarity is not None and bool(
-                    (similarities < min_similarity).any())
+                below = min_similarity is not None and bool((exact < min_similarity).any())
                 if enough or below or count >= total:
                     break
                 if count * OVERFETCH > total // 2:
@@ -453,10 +431,8 @@ class Collection:
                 count = min(total, count * OVERFETCH)
         if not enough and not below and count >= total and len(rows) < total:
             return None
-        # The graph's candidates in the exact order of the float32 vectors (its own distances
-        # are of its own, possibly narrower, copy).
         found = rows[keep]
-        found_scores = (self.vectors[found] @ query).astype(np.float64)
+        found_scores = exact[keep]
         best = np.argsort(-found_scores, kind="stable")[:k]
         tail_rows, tail_scores = self._search_exact(query, k, mask, graph_rows)
         rows = np.concatenate([found[best], tail_rows])
@@ -665,12 +641,3 @@ class FaceIndex:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a face index snapshot: {type(exc).__name__}") from None
         return index
-
-
-def _build_graph(dimension: int, rows: npt.NDArray[np.int64], vectors: Vectors) -> HnswIndex:
-    graph = HnswIndex(ndim=dimension, metric=GRAPH_METRIC, dtype=GRAPH_DTYPE,
-                      connectivity=GRAPH_CONNECTIVITY, expansion_add=GRAPH_EXPANSION_ADD,
-                      expansion_search=GRAPH_EXPANSION_SEARCH)
-    if len(rows):
-        graph.add(rows.astype(np.uint64), vectors)
-    return graph
