@@ -57,7 +57,8 @@ def test_submit_uploads_records_the_job_and_waits_until_the_result_is_stored(tmp
             batch = by_poll.stdout.strip()
             progress = by_poll.stderr
             assert f"{batch}: pending, expected by" in progress
-            assert f"{batch}: overdue since" in progress
+            # "overdue since" is printed only when --wait looks between the expected time and
+            # the reconciler's poll: a race this test does not control.
             assert f"{batch}: finished, stored (via poll)" in progress
 
             token = run_cli("tokens", "create", "--name", "cli", "--scope", "admin",
