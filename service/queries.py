@@ -259,20 +259,37 @@ def job_persons(conn: sa.Connection, pk: int, after: list[Any] | None,
 
 def job_person_appearances(conn: sa.Connection, pk: int, after: list[Any] | None,
                            limit: int) -> Page:
-    """The persons of a job as :func:`job_persons` reads them, without opening any sealed
-    value: where each appears, and whether a thumbnail is stored (``has_thumbnail``; it may
-    be sealed, ``thumbnail_sealed``). For pages that show thumbnails through their own
-    route and need no biometric value."""
-    rows = _person_rows(conn, pk, after, limit)
+    """The persons of a job as :func:`job_persons` reads them, without reading any
+    biometric value at all (only whether a thumbnail is stored, ``has_thumbnail``, and
+    whether it is sealed, ``thumbnail_sealed``): where each appears. For pages that show
+    thumbnails through their own route; the sealed values, kilobytes per face, stay on
+    disk."""
+    keys = models.POSITION_KEYS[persons.name]
+    joined = _item_join(persons).outerjoin(person_scenes, sa.and_(
+        person_scenes.c.job_pk == persons.c.job_pk,
+        person_scenes.c.item_index == persons.c.item_index,
+        person_scenes.c.scene_index == persons.c.scene_index))
+    query = (
+        sa.select(persons.c.item_index, persons.c.person_index, persons.c.scene_index,
+                  persons.c.allowlisted, persons.c.relative_prominence, persons.c.erased,
+                  persons.c.face_thumbnail.is_not(None).label("thumbnail_clear"),
+                  persons.c.face_thumbnail_sealed.is_not(None).label("thumbnail_sealed"),
+                  items.c.external_id,
+                  person_scenes.c.start_seconds.label("scene_start"),
+                  person_scenes.c.end_seconds.label("scene_end"))
+        .select_from(joined)
+        .where(persons.c.job_pk == pk, _after(persons, keys, after))
+        .order_by(*(persons.c[k] for k in keys)).limit(limit + 1)
+    )
     found = []
-    for r in rows:
-        sealed = r.face_thumbnail_sealed is not None
+    for r in conn.execute(query):
+        sealed = bool(r.thumbnail_sealed)
         found.append({
             "item_index": r.item_index, "external_id": r.external_id, "index": r.person_index,
             "scene_index": r.scene_index, "start_seconds": r.scene_start,
             "end_seconds": r.scene_end, "allowlisted": r.allowlisted,
             "relative_prominence": r.relative_prominence, "erased": r.erased,
-            "has_thumbnail": not r.erased and (sealed or r.face_thumbnail is not None),
+            "has_thumbnail": not r.erased and (sealed or bool(r.thumbnail_clear)),
             "thumbnail_sealed": not r.erased and sealed,
         })
     return cut(found, limit, _position("item_index", "index"))

@@ -176,11 +176,14 @@ def build(scenes: list[Json], sections: list[Json], ocr: list[Json], persons: li
     def hit(start: float | None, end: float | None) -> bool:
         return selected is not None and selected.overlaps(start, end)
 
+    for rows in (scenes, ocr, persons):
+        for row in rows:
+            row["selected"] = hit(row["start_seconds"], row["end_seconds"])
+            row["t"] = range_param(row["start_seconds"], row["end_seconds"])
     scene_marks = [Mark(
         "scene", scale.place(s["start_seconds"], s["end_seconds"]), f"Scene {s['index'] + 1}",
         f"Scene {s['index'] + 1}: {text.span(s['start_seconds'], s['end_seconds'])}",
-        range_param(s["start_seconds"], s["end_seconds"]),
-        hit(s["start_seconds"], s["end_seconds"]), shade=s["index"] % 2) for s in scenes]
+        s["t"], s["selected"], shade=s["index"] % 2) for s in scenes]
     section_marks = []
     for section in sections:
         tag = section["section_tag"] or "(untagged)"
@@ -202,23 +205,17 @@ def build(scenes: list[Json], sections: list[Json], ocr: list[Json], persons: li
         o["full_text"] or "(no text)",
         f"Text ({o['language_code'] or 'language unknown'}): {o['full_text'] or ''}; "
         f"{text.span(o['start_seconds'], o['end_seconds'])}",
-        range_param(o["start_seconds"], o["end_seconds"]),
-        hit(o["start_seconds"], o["end_seconds"])) for o in ocr
+        o["t"], o["selected"]) for o in ocr
         if o["start_seconds"] is not None or o["end_seconds"] is not None]
     person_marks = [Mark(
         "person", scale.place(p["start_seconds"], p["end_seconds"]),
         f"Person {p['index'] + 1}",
         f"Person {p['index'] + 1} (scene {(p['scene_index'] or 0) + 1}): "
         f"{text.span(p['start_seconds'], p['end_seconds'])}; opens the face page",
-        range_param(p["start_seconds"], p["end_seconds"]),
-        hit(p["start_seconds"], p["end_seconds"]), face=(p["item_index"], p["index"]))
+        p["t"], p["selected"], face=(p["item_index"], p["index"]))
         for p in persons]
     lanes = [_lane("scene", "Scenes", scene_marks), _lane("section", "Sections", section_marks),
              _lane("ocr", "Text (OCR)", ocr_marks), _lane("person", "Persons", person_marks)]
-    for rows in (scenes, ocr, persons):
-        for row in rows:
-            row["selected"] = hit(row["start_seconds"], row["end_seconds"])
-            row["t"] = range_param(row["start_seconds"], row["end_seconds"])
     for section in sections:
         segments = section["time_segments"] or ()
         section["selected"] = any(hit(s["start_seconds"], s["end_seconds"]) for s in segments)
