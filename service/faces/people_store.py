@@ -14,7 +14,7 @@ member count as the clustering last wrote it; the query API counts the live memb
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,34 +61,31 @@ def load_membership(conn: sa.Connection) -> list[Member]:
             for r in rows]
 
 
-def _is_one_of(table: sa.Table, faces: Collection[Face]) -> sa.ColumnElement[bool]:
-    return models.keyed_rows(table, ("job_pk", "item_index", "person_index"), faces)
-
-
-def _batches(faces: Collection[Face]) -> Iterable[list[Face]]:
-    ordered = sorted(set(faces))
-    for start in range(0, len(ordered), BATCH):
-        yield ordered[start:start + BATCH]
+def _found(conn: sa.Connection, faces: Collection[Face], table: sa.Table,
+           *where: sa.ColumnElement[bool]) -> set[Face]:
+    """Those of ``faces`` that have a row in ``table`` (passing ``where``). Read by job, a
+    batch of jobs at a time: a list of job keys binds and compiles far faster than one of
+    ``(job, item, person)`` triples (three parameters each), and a job's other faces are
+    few."""
+    wanted = set(faces)
+    pks = sorted({face[0] for face in wanted})
+    found: set[Face] = set()
+    for start in range(0, len(pks), BATCH):
+        rows = conn.execute(
+            sa.select(table.c.job_pk, table.c.item_index, table.c.person_index)
+            .where(table.c.job_pk.in_(pks[start:start + BATCH]), *where))
+        found.update(face for face in ((r[0], r[1], r[2]) for r in rows) if face in wanted)
+    return found
 
 
 def assigned_faces(conn: sa.Connection, faces: Collection[Face]) -> set[Face]:
     """Those of ``faces`` that are already in a cluster."""
-    found: set[Face] = set()
-    for batch in _batches(faces):
-        found.update((r[0], r[1], r[2]) for r in conn.execute(
-            sa.select(members.c.job_pk, members.c.item_index, members.c.person_index)
-            .where(_is_one_of(members, batch))))
-    return found
+    return _found(conn, faces, members)
 
 
 def live_faces(conn: sa.Connection, faces: Collection[Face]) -> set[Face]:
     """Those of ``faces`` whose person row exists and is not erased."""
-    found: set[Face] = set()
-    for batch in _batches(faces):
-        found.update((r[0], r[1], r[2]) for r in conn.execute(
-            sa.select(_persons.c.job_pk, _persons.c.item_index, _persons.c.person_index)
-            .where(_is_one_of(_persons, batch), sa.not_(_persons.c.erased))))
-    return found
+    return _found(conn, faces, _persons, sa.not_(_persons.c.erased))
 
 
 def create_people(conn: sa.Connection, count: int, now: datetime) -> list[int]:
