@@ -65,7 +65,6 @@ class CentreIndex:
         self._indexed = np.zeros((0, dimension), dtype=np.float32)  # as the graph has them
         self._in_graph = np.zeros(0, dtype=np.bool_)
         self._pending: set[int] = set()
-        self._pending_rows: npt.NDArray[np.int64] | None = None  # cache of _pending, sorted
 
     @property
     def pending(self) -> int:
@@ -83,31 +82,32 @@ class CentreIndex:
                 self._indexed[row] @ centre) >= DRIFT:
             return
         self._pending.add(row)
-        self._pending_rows = None
 
     def nearest(self, centres: Vectors, vector: Vectors) -> tuple[int, float]:
         """The row of ``centres`` (the owner's current centres, all rows) most similar to
         ``vector``, and that similarity; (-1, -1.0) when there are no centres."""
+        rows, scores = self.nearest_many(centres, vector[np.newaxis, :])
+        return int(rows[0]), float(scores[0])
+
+    def nearest_many(self, centres: Vectors, vectors: Vectors,
+                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """:meth:`nearest` of each row of ``vectors``, against the same ``centres``: one
+        matrix product (or one batch search of the graph) for them all."""
         count = len(centres)
-        if count == 0:
-            return -1, -1.0
+        if count == 0 or not len(vectors):
+            return (np.full(len(vectors), -1, dtype=np.int64),
+                    np.full(len(vectors), -1.0, dtype=np.float32))
         if count < self.exact_below and self._graph is None:
-            scores = centres @ vector
-            best = int(np.argmax(scores))
-            return best, float(scores[best])
+            return nearest_rows(centres, vectors, exact_below=self.exact_below)
         if self._graph is None or len(self._pending) >= FLUSH_ROWS:
             self.flush(centres)
         assert self._graph is not None
-        found = self._graph.search(vector, CANDIDATES)
-        rows = np.asarray(found.keys, dtype=np.int64)
+        candidates = _search_graph(self._graph, vectors, CANDIDATES)
         if self._pending:
-            if self._pending_rows is None:
-                self._pending_rows = np.fromiter(self._pending, dtype=np.int64,
-                                                 count=len(self._pending))
-            rows = np.concatenate([rows, self._pending_rows])
-        scores = centres[rows] @ vector
-        best = int(np.argmax(scores))
-        return int(rows[best]), float(scores[best])
+            pending = np.fromiter(self._pending, dtype=np.int64, count=len(self._pending))
+            candidates = np.concatenate(
+                [candidates, np.broadcast_to(pending, (len(vectors), len(pending)))], axis=1)
+        return _best_of(centres, vectors, candidates)
 
     def flush(self, centres: Vectors) -> None:
         """Write the pending rows (every row, the first time) into the graph as they are now."""
@@ -132,7 +132,6 @@ class CentreIndex:
             self._in_graph[rows] = True
             self._graph.add(rows.astype(np.uint64), centres[rows])
         self._pending.clear()
-        self._pending_rows = None
 
 
 def nearest_rows(centres: Vectors, vectors: Vectors, *, block: int = 4096,
@@ -151,7 +150,15 @@ def nearest_rows(centres: Vectors, vectors: Vectors, *, block: int = 4096,
             score[start:start + len(scores)] = scores[np.arange(len(scores)),
                                                       best[start:start + len(scores)]]
         return best, score
-    candidates = neighbour_rows(centres, vectors)
+    return _best_of(centres, vectors, neighbour_rows(centres, vectors))
+
+
+def _best_of(centres: Vectors, vectors: Vectors, candidates: npt.NDArray[np.int64],
+             ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """For each row of ``vectors``, the best of its ``candidates`` (rows of ``centres``),
+    scored exactly, and that score."""
+    best = np.empty(len(vectors), dtype=np.int64)
+    score = np.empty(len(vectors), dtype=np.float32)
     block = CANDIDATE_BLOCK
     for start in range(0, len(vectors), block):
         rows = candidates[start:start + block]
@@ -168,12 +175,22 @@ def neighbour_rows(centres: Vectors, vectors: Vectors,
     graph over ``centres`` built for the call); a row of ``centres`` fills missing places."""
     graph = _graph(centres.shape[1])
     graph.add(np.arange(len(centres), dtype=np.uint64), centres)
-    count = min(count, len(centres))
+    return _search_graph(graph, vectors, min(count, len(centres)))
+
+
+def _search_graph(graph: HnswIndex, vectors: Vectors, count: int) -> npt.NDArray[np.int64]:
+    """``graph``'s ``count`` candidate keys for each row of ``vectors``; a row's first
+    candidate (or key 0) fills the places of a short answer."""
+    count = max(1, min(count, len(graph)))
     found = graph.search(vectors, count)
-    assert isinstance(found, BatchMatches)
-    keys = np.asarray(found.keys, dtype=np.int64).reshape(len(vectors), -1)[:, :count]
-    counts = np.asarray(found.counts, dtype=np.int64).reshape(len(vectors))
-    # A short answer leaves unset places: fill them with the row's first candidate.
+    if isinstance(found, BatchMatches):
+        keys = np.asarray(found.keys, dtype=np.int64).reshape(len(vectors), -1)[:, :count]
+        counts = np.asarray(found.counts, dtype=np.int64).reshape(len(vectors))
+    else:  # one vector: usearch answers with the matches of that one
+        keys = np.zeros((1, count), dtype=np.int64)
+        one = np.asarray(found.keys, dtype=np.int64)[:count]
+        keys[0, :len(one)] = one
+        counts = np.array([len(one)], dtype=np.int64)
     short = counts < count
     if short.any():
         for i in np.flatnonzero(short):

@@ -60,6 +60,8 @@ Labels = npt.NDArray[np.int64]
 
 ASSIGN_THRESHOLD = 0.5
 """The cosine to a cluster's centre at or above which a face joins it (see above)."""
+ASSIGN_CHUNK = 64
+"""Faces assigned against the same earlier centres at once (see :meth:`Clusters.assign`)."""
 RECLUSTER_ROUNDS = 5
 """At most this many rounds of moving faces to their nearest centre in :func:`recluster`."""
 BLOCK_ROWS = 4096
@@ -138,19 +140,48 @@ class Clusters:
 
     def assign(self, vectors: Vectors) -> list[Assignment]:
         """Each face (a unit row of ``vectors``, in order) joins its most similar cluster at
-        or above the threshold, or starts one; centres follow at once."""
+        or above the threshold, or starts one.
+
+        Faces go :data:`ASSIGN_CHUNK` at a time. The clusters that existed before a chunk are
+        searched for all its faces at once (one matrix product, or one batch search of the
+        centre graph) and their centres follow at the end of the chunk; a cluster started
+        within the chunk is compared with every later face of it and its centre follows at
+        once, so a new person seen several times in one job is one cluster. Per face only the
+        bookkeeping is left in Python."""
         if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
             raise ValueError(f"vectors of dimension {self.dimension} expected")
         assignments = []
-        for vector in vectors:
-            best, similarity = self._nearest(vector)
-            if best is None or similarity < self.threshold:
+        for start in range(0, len(vectors), ASSIGN_CHUNK):
+            assignments += self._assign_chunk(vectors[start:start + ASSIGN_CHUNK])
+        return assignments
+
+    def _assign_chunk(self, vectors: Vectors) -> list[Assignment]:
+        before = len(self._ids)
+        best, scores = self._search.nearest_many(self._centres[:before], vectors)
+        assignments = []
+        started: list[int] = []  # rows of the clusters started in this call
+        joined: dict[int, list[int]] = {}  # row of an earlier cluster -> faces joining it
+        for i, vector in enumerate(vectors):
+            row, similarity = int(best[i]), float(scores[i])
+            if started:
+                fresh = self._centres[started] @ vector
+                top = int(np.argmax(fresh))
+                if float(fresh[top]) > similarity:
+                    row, similarity = started[top], float(fresh[top])
+            if row < 0 or similarity < self.threshold:
                 person_id = self._new_cluster()
+                started.append(self._row[person_id])
+                self._add(person_id, vector)
                 similarity = 1.0
+            elif row >= before:
+                person_id = self._ids[row]
+                self._add(person_id, vector)
             else:
-                person_id = self._ids[best]
-            self._add(person_id, vector)
-            assignments.append(Assignment(person_id, float(similarity)))
+                person_id = self._ids[row]
+                joined.setdefault(row, []).append(i)
+            assignments.append(Assignment(person_id, similarity))
+        if joined:
+            self._add_many(joined, vectors)
         return assignments
 
     def rename(self, ids: dict[int, int]) -> None:
@@ -159,11 +190,6 @@ class Clusters:
             row = self._row.pop(old)
             self._ids[row] = new
             self._row[new] = row
-
-    def _nearest(self, vector: Vectors) -> tuple[int | None, float]:
-        if not self._ids:
-            return None, -1.0
-        return self._search.nearest(self._centres[: len(self._ids)], vector)
 
     def _new_cluster(self) -> int:
         person_id = self._next_provisional
@@ -185,6 +211,18 @@ class Clusters:
         norm = float(np.linalg.norm(self._sums[row]))
         self._centres[row] = (self._sums[row] / norm) if norm > 0 else 0.0
         self._search.changed(row, self._centres[row])
+
+    def _add_many(self, joined: dict[int, list[int]], vectors: Vectors) -> None:
+        """Add rows of ``vectors`` to clusters (by row), then move each centre once."""
+        for row, faces in joined.items():
+            self._sums[row] += vectors[faces].sum(axis=0, dtype=np.float64)
+            self._counts[row] += len(faces)
+        rows = np.fromiter(joined, dtype=np.int64, count=len(joined))
+        sums = self._sums[rows]
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        self._centres[rows] = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
+        for row in rows.tolist():
+            self._search.changed(row, self._centres[row])
 
 
 def _grown(array: npt.NDArray[np.generic], rows: int) -> npt.NDArray[np.generic]:
