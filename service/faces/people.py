@@ -8,7 +8,8 @@ in memory only and is rebuilt from the members' vectors (never stored).
 Incremental assignment (:meth:`Clusters.assign`): a face joins the cluster whose centre is the
 most similar (cosine) when that similarity is at least :data:`ASSIGN_THRESHOLD`, else it starts
 a cluster of its own. Faces of one batch are taken in order, so two faces of a new person in
-the same batch end up together.
+the same batch end up together; they are compared with the earlier clusters
+:data:`ASSIGN_CHUNK` at a time (one product for the chunk, whose centres then move once).
 
 Re-clustering (:func:`recluster`) refines the whole partition of one dimension (merges the
 clusters whose centres are the same person, moves faces to their nearest centre) and keeps
@@ -416,7 +417,7 @@ class PeopleAssigner:
     fails drops the in-memory clusters, rebuilt at the next call from the database's
     membership.
 
-    Centres follow assignments at once; they only forget a face that left (its job deleted,
+    Centres follow assignments (at the end of each chunk); they only forget a face that left (its job deleted,
     its face erased) at the next re-clustering (:meth:`recluster_now`, every
     :data:`RECLUSTER_INTERVAL_SECONDS` once :meth:`start` ran), which also rebuilds them.
     """
