@@ -138,6 +138,18 @@ class Database:
                 await conn.invalidate()
                 raise
 
+    async def run_write(self, fn: ReadFunction[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``fn(conn, *args, **kwargs)`` inside one write transaction, committed when it
+        returns (rolled back when it raises). On SQLite the whole transaction runs on one
+        thread, under the intake writer's lock: it never waits for the event loop between its
+        statements, so it holds SQLite's one writer no longer than its own work takes."""
+        if self._sqlite_readers is not None:
+            assert self._write_lock is not None
+            async with self._write_lock:
+                return await self._sqlite_readers.run_write(fn, *args, **kwargs)
+        async with self.write() as conn:
+            return await conn.run_sync(fn, *args, **kwargs)
+
     @property
     def batches(self) -> GroupCommit[NewJob, Created]:
         """The group commit of first deliveries (its counters show the batching)."""
@@ -255,7 +267,9 @@ def ensure_sqlite_folder(url: sa.URL) -> None:
 
 class SqliteReaders:
     """Reader threads for SQLite, each with its own pysqlite connection (opened on the thread's
-    first read, with the service's pragmas) that it keeps for the life of the process."""
+    first read, with the service's pragmas) that it keeps for the life of the process. They
+    also run the background tasks' write transactions whole (:meth:`run_write`; the caller
+    holds the writer's lock)."""
 
     def __init__(self, path: Path, threads: int,
                  pragmas: tuple[str, ...] = _SQLITE_PRAGMAS) -> None:
@@ -274,18 +288,26 @@ class SqliteReaders:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: self._read(fn, args, kwargs))
 
-    def _read(self, fn: ReadFunction[P, R], args: Any, kwargs: Any) -> R:
+    async def run_write(self, fn: ReadFunction[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor,
+                                          lambda: self._read(fn, args, kwargs, write=True))
+
+    def _read(self, fn: ReadFunction[P, R], args: Any, kwargs: Any, *,
+              write: bool = False) -> R:
         conn: sa.Connection | None = getattr(self._local, "connection", None)
         if conn is None or conn.closed or conn.invalidated:
             conn = self._engine.connect()
             self._local.connection = conn
             with self._lock:
                 self._connections.append(conn)
+        conn.execution_options(sqlite_begin="BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             with conn.begin() as transaction:
                 result = fn(conn, *args, **kwargs)
-                transaction.rollback()
-                return result
+                if not write:
+                    transaction.rollback()
+                return result  # a write commits as the block ends
         except BaseException:
             if conn.invalidated:
                 # A connection SQLite said cannot be used any more: the next read opens anew.

@@ -250,7 +250,14 @@ class PersonScene(SQLModel, table=True):
 
 class Person(SQLModel, table=True):
     __tablename__ = "persons"
-    __table_args__ = (_item_fk("persons"),)
+    __table_args__ = (
+        _item_fk("persons"),
+        # The erased faces only (few): which faces of some jobs are live is then read from
+        # the indexes alone, never from the rows, whose ``erased`` comes after kilobytes of
+        # sealed embedding and thumbnail (SQLite walks the overflow pages to reach it).
+        sa.Index("ix_persons_erased", "job_pk", "item_index", "person_index",
+                 sqlite_where=sa.text("erased = 1"), postgresql_where=sa.text("erased")),
+    )
 
     job_pk: int = _job_pk()
     item_index: int = _key()

@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from service import models
 from service.config import Settings
 from service.db import Database
+from service.faces import people_store
 from service.faces.people import PeopleAssigner, leader_for
+from service.faces.people_store import Member
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.db import fetch_all
 from tests.test_privacy_policies import deliver
@@ -245,3 +247,37 @@ async def test_deleting_a_person_erases_every_face_of_it_with_one_audit_record(
     assert record["token_name"] == "dpo"
     assert record["counts"] == {"jobs": 2, "persons": 2, "bodies": 2}
     assert record["details"] == {"person_id": str(alice)}
+
+
+async def test_adding_members_skips_faces_already_in_a_cluster_erased_or_gone(
+        settings: Settings, database: Database) -> None:
+    job_id = f"video_m_{uuid.uuid4().hex[:8]}"
+    async with serve_in_process(settings) as client:
+        await deliver(client, video(job_id, [ALICE[0], ALICE[1], BOB[0]]))
+    first, second, third = await faces_of(settings, job_id)
+    gone = (first[0], 0, 99)
+    now = models.utcnow()
+
+    def setup(conn: sa.Connection) -> tuple[int, int]:
+        a, b = people_store.create_people(conn, 2, now)
+        conn.execute(sa.update(persons_table).values(erased=True).where(
+            persons_table.c.job_pk == third[0], persons_table.c.person_index == third[2]))
+        assert people_store.add_members(conn, [Member(first, a, 1.0)], now) == 1
+        return a, b
+
+    a, b = await database.run_write(setup)
+    later = models.utcnow()
+
+    def add_all(conn: sa.Connection) -> int:
+        return people_store.add_members(conn, [
+            Member(first, b, 0.9),  # already in a: keeps it
+            Member(second, a, 0.8),  # live and new: joins a
+            Member(third, b, 0.7),  # erased: skipped
+            Member(gone, b, 0.6),  # no such person row: skipped
+        ], later)
+
+    assert await database.run_write(add_all) == 1
+    assert await membership(settings) == {first: a, second: a}
+    counts = {r.id: r.appearances for r in await fetch_all(settings, sa.select(models.people))
+              if r.id in (a, b)}
+    assert counts == {a: 2, b: 0}

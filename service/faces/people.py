@@ -417,8 +417,8 @@ class PeopleAssigner:
     fails drops the in-memory clusters, rebuilt at the next call from the database's
     membership.
 
-    Centres follow assignments (at the end of each chunk); they only forget a face that left (its job deleted,
-    its face erased) at the next re-clustering (:meth:`recluster_now`, every
+    Centres follow assignments (at the end of each chunk); they only forget a face that left
+    (its job deleted, its face erased) at the next re-clustering (:meth:`recluster_now`, every
     :data:`RECLUSTER_INTERVAL_SECONDS` once :meth:`start` ran), which also rebuilds them.
     """
 
@@ -557,8 +557,7 @@ class PeopleAssigner:
                 store.add_members(conn, assigned, now)
             return ids
 
-        async with self._database.write() as conn:
-            return await conn.run_sync(write)
+        return await self._database.run_write(write)
 
     async def _rebuild(self, vectors_by_face: VectorsByFace, *, catch_up: bool,
                        refine: bool = False) -> int:

@@ -84,8 +84,11 @@ def assigned_faces(conn: sa.Connection, faces: Collection[Face]) -> set[Face]:
 
 
 def live_faces(conn: sa.Connection, faces: Collection[Face]) -> set[Face]:
-    """Those of ``faces`` whose person row exists and is not erased."""
-    return _found(conn, faces, _persons, sa.not_(_persons.c.erased))
+    """Those of ``faces`` whose person row exists and is not erased: the existing ones from
+    the primary key's index, less the erased ones from ``ix_persons_erased`` (the erased
+    faces only). Never from the rows: ``erased`` comes after kilobytes of sealed values."""
+    return (_found(conn, faces, _persons)
+            - _found(conn, faces, _persons, _persons.c.erased == sa.true()))
 
 
 def create_people(conn: sa.Connection, count: int, now: datetime) -> list[int]:
@@ -141,6 +144,11 @@ def add_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime) 
     add what was inserted to the clusters' counts: no recount, so a new face costs the same
     however large its cluster. Faces whose person row is gone or erased are skipped. Returns
     the members inserted."""
+    if conn.dialect.name == "sqlite":
+        inserted = _insert_new_members_sqlite(conn, assigned, now)
+        if inserted:
+            _add_appearances_sqlite(conn, inserted, now)
+        return sum(inserted.values())
     rows = _live_rows(conn, assigned, now)
     if not rows:
         return 0
@@ -155,6 +163,72 @@ def add_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime) 
             [{"cluster": cluster, "added": added}
              for cluster, added in sorted(inserted.items())])
     return sum(inserted.values())
+
+
+# SQLite, where each row a statement steps through hands the interpreter lock back and waits
+# for it (up to the 5 ms switch interval while the intake's threads parse deliveries): a
+# statement per row, or a row read per face, made a tailer batch's write hold SQLite's one
+# writer for 300 ms. Here each is one statement over all the rows, stepped once.
+SQLITE_ROWS_PER_STATEMENT = 5000
+"""Rows per statement (6 parameters each: under SQLite's 32,766)."""
+
+_SQLITE_NEW_MEMBERS = """
+INSERT INTO people_members (job_pk, item_index, person_index, person_id, similarity, assigned_at)
+SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 FROM (VALUES {rows}) AS v
+WHERE EXISTS (SELECT 1 FROM persons AS p WHERE p.job_pk = v.column1
+              AND p.item_index = v.column2 AND p.person_index = v.column3)
+  AND NOT EXISTS (SELECT 1 FROM persons AS p WHERE p.job_pk = v.column1
+                  AND p.item_index = v.column2 AND p.person_index = v.column3 AND p.erased = 1)
+ON CONFLICT (job_pk, item_index, person_index) DO NOTHING
+"""
+
+
+def _insert_new_members_sqlite(conn: sa.Connection, assigned: Sequence[Member],
+                               now: datetime) -> Counter[int]:
+    """The live faces of ``assigned`` in no cluster yet, inserted (one statement per
+    :data:`SQLITE_ROWS_PER_STATEMENT`: whether the person row is live comes from the primary
+    key's index and ``ix_persons_erased``); the inserts by cluster."""
+    bind = members.c.assigned_at.type._cached_bind_processor(conn.dialect)
+    at = now if bind is None else bind(now)
+    rows = [(m.face[0], m.face[1], m.face[2], m.person_id, m.similarity, at) for m in assigned]
+    inserted = 0
+    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
+        chunk = rows[start:start + SQLITE_ROWS_PER_STATEMENT]
+        statement = _SQLITE_NEW_MEMBERS.format(rows=", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)))
+        inserted += conn.exec_driver_sql(
+            statement, tuple(value for row in chunk for value in row)).rowcount
+    if inserted == len(rows):
+        return Counter(int(row[3]) for row in rows)
+    # Some were skipped (already in a cluster, erased, gone): the rows written now are those
+    # of these jobs assigned at this very time.
+    found = Counter[int]()
+    for batch in _job_batches({m.face[0] for m in assigned}):
+        found.update(int(r[0]) for r in conn.execute(
+            sa.select(members.c.person_id).where(members.c.job_pk.in_(batch),
+                                                 members.c.assigned_at == now)))
+    return found
+
+
+def _add_appearances_sqlite(conn: sa.Connection, added: Counter[int], now: datetime) -> None:
+    """Each cluster's count plus its new members, one statement per
+    :data:`SQLITE_ROWS_PER_STATEMENT` clusters."""
+    bind = people.c.updated_at.type._cached_bind_processor(conn.dialect)
+    at = now if bind is None else bind(now)
+    items = sorted(added.items())
+    for start in range(0, len(items), SQLITE_ROWS_PER_STATEMENT):
+        chunk = items[start:start + SQLITE_ROWS_PER_STATEMENT]
+        values = ", ".join(["(?, ?)"] * len(chunk))
+        conn.exec_driver_sql(
+            f"WITH added (id, n) AS (VALUES {values}) "  # noqa: S608 (placeholders only)
+            "UPDATE people SET appearances = appearances + "
+            "(SELECT n FROM added WHERE added.id = people.id), updated_at = ? "
+            "WHERE id IN (SELECT id FROM added)",
+            (*(value for item in chunk for value in item), at))
+
+
+def _job_batches(pks: Collection[int]) -> list[list[int]]:
+    ordered = sorted(pks)
+    return [ordered[i:i + BATCH] for i in range(0, len(ordered), BATCH)]
 
 
 def refresh_appearances(conn: sa.Connection, ids: Collection[int] | None,
