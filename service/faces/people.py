@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -55,6 +54,7 @@ from service.faces.centres import (
 from service.faces.people_store import Face, Member
 from service.leader import Leader
 from service.leader import leader_for as shared_leader_for
+from service.tasks import LoopTask
 
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
@@ -441,7 +441,7 @@ class PeopleAssigner:
         self._leads = False
         self._next_try = 0.0
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._runner = LoopTask(TASK_NAME, self._loop)
 
     @property
     def clusters(self) -> Mapping[int, Clusters]:
@@ -483,15 +483,10 @@ class PeopleAssigner:
 
     def start(self) -> None:
         """Re-cluster every ``interval`` seconds (an asyncio task of the service)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=TASK_NAME)
+        self._runner.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+        await self._runner.stop()
         await self._leader.release()
         self._leads = False
 

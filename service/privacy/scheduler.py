@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from datetime import datetime
 
 import structlog
@@ -27,6 +26,7 @@ from service.leader import PostgresLeader
 from service.privacy import audit
 from service.privacy.keys import Keyring
 from service.privacy.retention import PurgeReport, Retention, purge
+from service.tasks import LoopTask
 
 log = structlog.get_logger("service.privacy.scheduler")
 
@@ -57,25 +57,20 @@ class RetentionScheduler:
         self._interval = interval
         self._first_run = first_run
         self._batch_size = batch_size
-        self._task: asyncio.Task[None] | None = None
+        self._runner = LoopTask(TASK_NAME, self._loop)
         self.leader = (PostgresLeader(asyncpg_dsn(database.engine.url), lock_key=LOCK_KEY,
                                       name="retention")
                        if database.dialect == "postgresql" else None)
 
     @property
     def task(self) -> asyncio.Task[None] | None:
-        return self._task
+        return self._runner.task
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=TASK_NAME)
+        self._runner.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+        await self._runner.stop()
         if self.leader is not None:
             await self.leader.release()
 

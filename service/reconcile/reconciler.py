@@ -31,7 +31,6 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -46,6 +45,7 @@ from service.privacy.protect import Protector
 from service.reconcile import expected
 from service.reconcile.upstream import Unreachable, Upstream
 from service.reconcile.validate import Verdict, judge
+from service.tasks import LoopTask
 from service.vocabulary import PollOutcome
 
 log = structlog.get_logger("service.reconcile")
@@ -122,22 +122,17 @@ class Reconciler:
         self._paused_until = -float("inf")
         self._trouble = 0  # answers missed in a row (unreachable, throttled)
         self._leads = False
-        self._task: asyncio.Task[None] | None = None
+        self._runner = LoopTask(TASK_NAME, self._loop)
 
     @property
     def leads(self) -> bool:
         return self._leads
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=TASK_NAME)
+        self._runner.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+        await self._runner.stop()
         await self._leader.release()
         self._leads = False
 
