@@ -108,7 +108,8 @@ async def test_an_overdue_job_is_fetched_and_stored_as_a_poll_delivery_then_a_we
     job_id = sim.submit_images(2)
     _done(sim, job_id)
     async with running(reconciling(settings, sim)) as run:
-        await run.expect(job_id, units=2)
+        # submitted a second ago: overdue already (its expected arrival is 20 ms after)
+        await run.expect(job_id, units=2, ago=1.0)
         report = await run.reconciler.run_once()
         assert report is not None
         assert report.polls == {"stored": 1}
@@ -209,7 +210,7 @@ async def test_a_429_with_retry_after_pauses_every_poll_for_that_long(settings, 
     # 5 polls a second: the 429 is back before the next poll would start.
     async with running(reconciling(settings, sim, reconcile_polls_per_second=5.0)) as run:
         for job_id in job_ids:
-            await run.expect(job_id)
+            await run.expect(job_id, ago=1.0)  # overdue already
         first = await run.reconciler.run_once()
         assert first is not None
         assert first.polls == {"throttled": 1}  # the others wait for the Retry-After
