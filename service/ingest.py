@@ -45,6 +45,7 @@ class StoreResult:
     job_id: str | None
     delivery_id: int
     rows: int
+    job_pk: int | None = None  # the job's primary key, when this delivery stored it first
 
 
 def _n(values: Sequence[object] | None) -> int | None:
@@ -200,7 +201,8 @@ async def store(writer: Writer, prepared: PreparedResult,
         created = await writer.insert_new_job(prepared, delivery)
         if created is not None:
             return StoreResult(outcome="stored", job_id=prepared.job_id,
-                               delivery_id=created[1], rows=prepared.row_count)
+                               delivery_id=created[1], rows=prepared.row_count,
+                               job_pk=created[0])
         async with writer.transaction():
             current = await writer.lock_job(prepared.job_id)
             if current is None:

@@ -123,6 +123,11 @@ class PreparedResult:
     data_key: NewDataKey | None = None
     body: StoredBody | None = None
     withheld: str | None = None
+    sealed_embeddings: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    """The plaintext (packed doubles) of every embedding sealed into its person row, by
+    ``(item_index, person_index)``: in memory only, never written, so that the process that
+    stores the result can index its faces without reading them back
+    (:mod:`service.faces.handoff`)."""
 
     @property
     def data_key_id(self) -> str | None:

@@ -144,6 +144,14 @@ def settings(database_url: str) -> Settings:
 @asynccontextmanager
 async def serve_in_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, behind an in-process HTTP client."""
+    async with serve_in_process_with_state(settings) as (client, _state):
+        yield client
+
+
+@asynccontextmanager
+async def serve_in_process_with_state(
+        settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, Any]]]:
+    """:func:`serve_in_process`, and the state its lifespan gives every request."""
     app = create_app(settings)
     async with app.router.lifespan_context(app) as state:
         async def with_state(scope: Any, receive: Any, send: Any) -> None:
@@ -153,7 +161,7 @@ async def serve_in_process(settings: Settings) -> AsyncIterator[httpx.AsyncClien
         transport = httpx.ASGITransport(app=with_state, client=("203.0.113.7", 4711))
         async with httpx.AsyncClient(transport=transport, base_url="http://receiver.test",
                                      timeout=60) as client:
-            yield client
+            yield client, dict(state or {})
 
 
 ClientFactory = Callable[..., Any]

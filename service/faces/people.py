@@ -159,9 +159,16 @@ class Clusters:
     def _assign_chunk(self, vectors: Vectors) -> list[Assignment]:
         before = len(self._ids)
         best, scores = self._search.nearest_many(self._centres[:before], vectors)
+        if bool(((best >= 0) & (scores >= self.threshold)).all()):
+            # The usual chunk: every face joins an earlier cluster (none starts one).
+            self._add_many(best, vectors)
+            ids = self._ids
+            return [Assignment(ids[row], similarity)
+                    for row, similarity in zip(best.tolist(), scores.tolist(), strict=True)]
         assignments = []
         started: list[int] = []  # rows of the clusters started in this call
-        joined: dict[int, list[int]] = {}  # row of an earlier cluster -> faces joining it
+        joined_rows: list[int] = []  # earlier clusters joined, and by which faces
+        joining: list[int] = []
         for i, vector in enumerate(vectors):
             row, similarity = int(best[i]), float(scores[i])
             if started:
@@ -179,10 +186,11 @@ class Clusters:
                 self._add(person_id, vector)
             else:
                 person_id = self._ids[row]
-                joined.setdefault(row, []).append(i)
+                joined_rows.append(row)
+                joining.append(i)
             assignments.append(Assignment(person_id, similarity))
-        if joined:
-            self._add_many(joined, vectors)
+        if joined_rows:
+            self._add_many(np.asarray(joined_rows, dtype=np.int64), vectors[joining])
         return assignments
 
     def rename(self, ids: dict[int, int]) -> None:
@@ -213,16 +221,19 @@ class Clusters:
         self._centres[row] = (self._sums[row] / norm) if norm > 0 else 0.0
         self._search.changed(row, self._centres[row])
 
-    def _add_many(self, joined: dict[int, list[int]], vectors: Vectors) -> None:
-        """Add rows of ``vectors`` to clusters (by row), then move each centre once."""
-        for row, faces in joined.items():
-            self._sums[row] += vectors[faces].sum(axis=0, dtype=np.float64)
-            self._counts[row] += len(faces)
-        rows = np.fromiter(joined, dtype=np.int64, count=len(joined))
-        sums = self._sums[rows]
+    def _add_many(self, rows: npt.NDArray[np.int64], vectors: Vectors) -> None:
+        """Add each of ``vectors`` to the cluster of the same place in ``rows``, then move
+        each centre once (the sums per cluster as one matrix product)."""
+        touched, inverse = np.unique(rows, return_inverse=True)
+        which = np.zeros((len(touched), len(rows)), dtype=np.float64)
+        which[inverse, np.arange(len(rows))] = 1.0
+        self._sums[touched] += which @ vectors.astype(np.float64)
+        self._counts[touched] += np.bincount(inverse, minlength=len(touched))
+        sums = self._sums[touched]
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        self._centres[rows] = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
-        for row in rows.tolist():
+        self._centres[touched] = np.divide(sums, norms, out=np.zeros_like(sums),
+                                           where=norms > 0)
+        for row in touched.tolist():
             self._search.changed(row, self._centres[row])
 
 

@@ -70,9 +70,9 @@ class JobFaces:
 
 
 @dataclass(slots=True)
-class _Columns:
-    """The faces of one dimension being read: the columns of a FaceBatch, the vectors still
-    as their packed little-endian doubles."""
+class FaceColumns:
+    """The faces of one dimension being gathered: the columns of a FaceBatch, the vectors
+    still as their packed little-endian doubles."""
 
     keys: list[FaceKey] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
@@ -81,6 +81,16 @@ class _Columns:
     received_at: list[float] = field(default_factory=list)
     allowlisted: list[bool | None] = field(default_factory=list)
     has_thumbnail: list[bool] = field(default_factory=list)
+
+    def append(self, key: FaceKey, job_id: str, packed: bytes, kind: str | None,
+               received_at: float, allowlisted: bool | None, has_thumbnail: bool) -> None:
+        self.keys.append(key)
+        self.job_ids.append(job_id)
+        self.packed.append(packed)
+        self.kinds.append(kind)
+        self.received_at.append(received_at)
+        self.allowlisted.append(allowlisted)
+        self.has_thumbnail.append(has_thumbnail)
 
     def batch(self, dimension: int) -> FaceBatch:
         vectors = np.frombuffer(b"".join(self.packed), dtype="<f8").reshape(-1, dimension)
@@ -125,7 +135,7 @@ def faces_of_jobs(conn: sa.Connection, keyring: Any, *, pks: Collection[int] = (
     revealer = Revealer(keyring)
     with contextlib.suppress(KeyUnavailable):  # such a job is named (and skipped) below
         revealer.prefetch(conn, (job.data_key_id for job in jobs.values()))
-    columns: dict[int, _Columns] = {}
+    columns: dict[int, FaceColumns] = {}
     current_pk: int | None = None
     job: Any = None
     opener: _Opener | None = None
@@ -158,14 +168,9 @@ def faces_of_jobs(conn: sa.Connection, keyring: Any, *, pks: Collection[int] = (
             continue
         into = columns.get(dimension)
         if into is None:
-            into = columns[dimension] = _Columns()
-        into.keys.append(FaceKey(job_pk, item_index, person_index))
-        into.job_ids.append(job.job_id)
-        into.packed.append(packed)
-        into.kinds.append(job.kind)
-        into.received_at.append(received_at)
-        into.allowlisted.append(allowlisted)
-        into.has_thumbnail.append(bool(thumbnail))
+            into = columns[dimension] = FaceColumns()
+        into.append(FaceKey(job_pk, item_index, person_index), job.job_id, packed, job.kind,
+                    received_at, allowlisted, bool(thumbnail))
     found.batches = [into.batch(dimension) for dimension, into in columns.items()]
     return found
 

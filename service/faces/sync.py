@@ -13,7 +13,10 @@ read, opened and added); audit records ``job_erased``, ``person_erased`` and ``p
 re-sync the job they name; ``purge`` re-syncs the indexed jobs received before its cut-off
 (``details.received_before``); a record naming no job, and ``policy_changed``, re-sync every
 indexed job. One read per batch of changed jobs. Every replica and worker runs its own tailer,
-so all of them converge within about a second of a commit.
+so all of them converge within about a second of a commit. A job this process stored itself
+is not read back: its faces were handed over after the commit (:meth:`FaceSync.stored_here`,
+:mod:`service.faces.handoff`) and are indexed from memory, unless the round holds anything
+else for the job.
 
 The snapshot is rewritten every :data:`SNAPSHOT_SECONDS` while the index changes (or less often
 when writing it takes long: at most :data:`SNAPSHOT_SHARE` of the time goes to it), at shutdown,
@@ -31,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from pathlib import Path
@@ -38,8 +42,9 @@ from pathlib import Path
 import structlog
 
 from service.db import UNAVAILABLE_ERRORS, Database, describe_error
+from service.faces import handoff, snapshot, source
 from service.faces import index as face_index
-from service.faces import snapshot, source
+from service.faces.handoff import StoredFaces
 from service.faces.index import FaceIndex, FaceKey, Vectors
 from service.privacy.keys import Keyring
 
@@ -53,6 +58,9 @@ SNAPSHOT_SHARE = 0.02
 snapshot only spares a rebuild at start-up)."""
 BUILD_BATCH = 500
 RESYNC_BATCH = 500
+MAX_HANDOFFS = 10_000
+"""Jobs handed over and waiting for the tailer's round, at most (past it, they are read
+back like any other)."""
 
 FacesAdded = Callable[[list[FaceKey], int, Vectors], Awaitable[None]]
 
@@ -81,6 +89,7 @@ class FaceSync:
         self._cursors = snapshot.Cursors()
         self._seen_deliveries: set[int] = set()
         self._seen_records: set[int] = set()
+        self._handoffs: dict[int, StoredFaces] = {}  # by delivery id
         self._seeding = True  # the first round after loading: what the cursors cover is known
         self._dirty = False
         self._erased = False
@@ -204,6 +213,28 @@ class FaceSync:
 
     # --- the tailer --------------------------------------------------------------------------
 
+    def stored_here(self, delivery_id: int, faces: StoredFaces) -> None:
+        """Take the faces of a job whose first delivery ``delivery_id`` this process has just
+        committed: the tailer's round that meets the delivery indexes them without reading the
+        job back. Ignored until the index is ready, and for a delivery already met."""
+        if (not self.ready or delivery_id in self._seen_deliveries
+                or delivery_id <= self._cursors.delivery_id - source.LOOKBACK
+                or len(self._handoffs) >= MAX_HANDOFFS):
+            return
+        self._handoffs[delivery_id] = faces
+
+    def _take_handoffs(self, deliveries: list[tuple[int, str]]) -> list[StoredFaces]:
+        """The handed-over jobs of ``deliveries`` that this round may index from memory: those
+        with no other delivery in the round (the caller takes none when the round holds an
+        erasing record)."""
+        per_job = Counter(job_id for _, job_id in deliveries)
+        taken = []
+        for delivery_id, job_id in deliveries:
+            stored = self._handoffs.pop(delivery_id, None)
+            if stored is not None and stored.job_id == job_id and per_job[job_id] == 1:
+                taken.append(stored)
+        return taken
+
     async def poll(self) -> None:
         """One round: apply every change committed since the last one."""
         found = await self.database.run_read(
@@ -221,7 +252,10 @@ class FaceSync:
             self._seen_records.update(r[0] for r in new_records if r[0] <= audit_cursor)
             new_deliveries = [(i, j) for i, j in new_deliveries if i > delivery_cursor]
             new_records = [r for r in new_records if r[0] > audit_cursor]
+        handed = (self._take_handoffs(new_deliveries)
+                  if self._handoffs and not new_records else [])
         job_ids.update(job_id for _, job_id in new_deliveries)
+        job_ids.difference_update(stored.job_id for stored in handed)
         erasing = False
         for _, action, job_id, details in new_records:
             erasing = True
@@ -243,6 +277,8 @@ class FaceSync:
             await self._resync(pks=self.index.job_pks(), job_ids=job_ids, rebuild=True)
         elif job_ids or pks:
             await self._resync(pks=pks, job_ids=job_ids)
+        if handed:
+            await self._add_stored(handed)
         for delivery_id, _ in new_deliveries:
             self._seen_deliveries.add(delivery_id)
             delivery_cursor = max(delivery_cursor, delivery_id)
@@ -252,6 +288,10 @@ class FaceSync:
         self._seen_deliveries = {i for i in self._seen_deliveries
                                  if i > delivery_cursor - source.LOOKBACK}
         self._seen_records = {i for i in self._seen_records if i > audit_cursor - source.LOOKBACK}
+        if self._handoffs:  # met this round without being taken, or too old to be met
+            self._handoffs = {i: stored for i, stored in self._handoffs.items()
+                              if i not in self._seen_deliveries
+                              and i > delivery_cursor - source.LOOKBACK}
         if (delivery_cursor, audit_cursor) != (self._cursors.delivery_id,
                                                self._cursors.audit_id):
             self._cursors = snapshot.Cursors(delivery_cursor, audit_cursor)
@@ -289,6 +329,12 @@ class FaceSync:
                                                          pks=missing)
                     await self._added(self.index.add_batches(found.batches))
                 after = batch[-1]
+        self._dirty = True
+
+    async def _add_stored(self, jobs: list[StoredFaces]) -> None:
+        for stored in jobs:
+            self.index.remove_job(job_id=stored.job_id)  # a job of that id deleted before
+        await self._added(self.index.add_batches(handoff.batches(jobs)))
         self._dirty = True
 
     async def _added(self, added: dict[int, tuple[list[FaceKey], Vectors]]) -> None:

@@ -89,7 +89,7 @@ class Protector:
             prepared.data_key, sealer = self._new_key(prepared.job_id, delivery.received_at)
         persons = prepared.rows.get("persons")
         if persons:
-            self._protect_persons(prepared.job_id, persons, sealer)
+            self._protect_persons(prepared, persons, sealer)
         prepared.withheld = ",".join(self._dropped) if self._dropped and persons else None
         prepared.body = self._body(delivery, prepared.job_id, sealer,
                                    prepared.data_key_id, prepared.data_key)
@@ -115,7 +115,9 @@ class Protector:
         return StoredBody(sha256=delivery.body_sha256, data=data, codec=BODY_CODEC,
                           data_key_id=data_key_id, withheld=withheld, data_key=data_key)
 
-    def _protect_persons(self, job_id: str, persons: list[Row], sealer: Sealer | None) -> None:
+    def _protect_persons(self, prepared: PreparedResult, persons: list[Row],
+                         sealer: Sealer | None) -> None:
+        job_id = prepared.job_id
         policy = self.policy
         embedding_aad = field_aad_prefix(job_id, "face_embedding")
         thumbnail_aad = field_aad_prefix(job_id, "face_thumbnail")
@@ -128,6 +130,7 @@ class Protector:
                 if sealer is not None and policy.embeddings == "encrypt":
                     row["face_embedding_sealed"] = sealer.seal(
                         embedding, aad=extend_aad(embedding_aad, item, index))
+                    prepared.sealed_embeddings[item, index] = embedding
             thumbnail = row["face_thumbnail"]
             if thumbnail is not None and policy.thumbnails != "store":
                 row["face_thumbnail"] = None

@@ -1,0 +1,189 @@
+"""A result this process stores is indexed from what it had in hand (service.faces.handoff),
+on SQLite and PostgreSQL: the index then holds exactly what reading the job back would give,
+without that read; and the database wins whenever the tailer's round holds anything else for
+the job (an erasure in the same round, or a delivery the tailer has already read back)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from service import queries
+from service.config import Settings
+from service.db import Database
+from service.faces import source
+from service.faces.handoff import StoredFace, StoredFaces
+from service.faces.index import FaceIndex, FaceKey
+from service.faces.sync import FaceSync
+from service.vectors import pack_doubles
+from tests.conftest import bearer, create_token, serve_in_process_with_state
+from tests.support.biometrics import THUMBNAIL
+from tests.support.signing import encode, signed_headers
+
+pytestmark = pytest.mark.anyio
+
+def video_job(job_id: str) -> dict[str, Any]:
+    """Two scenes of persons: allowlisted or not or unsaid, with and without a thumbnail,
+    one without an embedding, and two dimensions."""
+    return {"job_id": job_id, "status": "finished", "result": {
+        "person_constellation_scenes": [
+            {"time_segment": {"start_seconds": 0.0, "end_seconds": 2.0}, "person_ids": [
+                {"face_embedding": [0.1, 0.2, 0.3, 0.4], "allowlisted": True,
+                 "face_thumbnail": THUMBNAIL, "age": 41, "gender": "male"},
+                {"face_embedding": [0.4, 0.3, 0.2, 0.1], "allowlisted": False},
+                {"age": 30}]},
+            {"time_segment": {"start_seconds": 2.0, "end_seconds": 5.0}, "person_ids": [
+                {"face_embedding": [0.5, -0.5, 0.25]},
+                {"face_embedding": [0.9, 0.1, 0.0, 0.2], "face_thumbnail": THUMBNAIL}]}]}}
+
+
+def image_job(job_id: str) -> dict[str, Any]:
+    return {"job_id": job_id, "status": "finished", "items": [
+        {"external_id": "a", "result": {"person_ids": [
+            {"face_embedding": [0.3, 0.3, 0.1, 0.0]}]}},
+        {"external_id": "b", "result": {"person_ids": [
+            {"face_embedding": [0.0, 0.3, 0.1, 0.3], "allowlisted": True}]}}]}
+
+
+async def deliver(client: httpx.AsyncClient, document: dict[str, Any]) -> int:
+    body = encode(document)
+    response = await client.post("/webhooks/analysis", content=body,
+                                 headers=signed_headers(body))
+    assert response.status_code == 200, response.text
+    delivery_id: int = response.json()["delivery_id"]
+    return delivery_id
+
+
+def rows_of(index: FaceIndex, job_pks: set[int]) -> dict[FaceKey, tuple[Any, ...]]:
+    """Everything the index holds of each face of these jobs."""
+    found = {}
+    for dimension, collection in index.collections.items():
+        for key, row in collection.rows.items():
+            if key.job_pk in job_pks and collection.alive[row]:
+                found[key] = (dimension, collection.vectors[row].round(6).tolist(),
+                              int(collection.kind[row]), float(collection.received_at[row]),
+                              int(collection.allowlisted[row]),
+                              bool(collection.has_thumbnail[row]))
+    return found
+
+
+async def test_a_result_stored_here_is_indexed_as_reading_it_back_would_without_that_read(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    read_back: list[str] = []
+    original = source.faces_of_jobs
+
+    def spied(conn: Any, keyring: Any, *, pks: Any = (), job_ids: Any = ()) -> Any:
+        read_back.extend(job_ids)
+        return original(conn, keyring, pks=pks, job_ids=job_ids)
+
+    monkeypatch.setattr(source, "faces_of_jobs", spied)
+    tag = uuid.uuid4().hex[:6]
+    jobs = [f"video-{tag}", f"images-{tag}"]
+    async with serve_in_process_with_state(settings) as (client, state):
+        sync: FaceSync = state["faces"]
+        await asyncio.wait_for(sync.became_ready.wait(), 10)
+        await deliver(client, video_job(jobs[0]))
+        await deliver(client, image_job(jobs[1]))
+        for _ in range(100):
+            if all(sync.index.job_pk_of(job_id) is not None for job_id in jobs):
+                break
+            await asyncio.sleep(0.1)
+        pks = {sync.index.job_pk_of(job_id) for job_id in jobs}
+        assert None not in pks, "both jobs indexed"
+        held = rows_of(sync.index, pks)  # type: ignore[arg-type]
+        database: Database = state["database"]
+        found = await database.run_read(original, settings.encryption_keys, job_ids=jobs)
+    assert not set(read_back) & set(jobs), "a job stored here is not read back"
+    from_database = FaceIndex()
+    from_database.add_batches(found.batches)
+    expected = rows_of(from_database, pks)  # type: ignore[arg-type]
+    assert len(expected) == 6  # the person without an embedding has no face
+    assert held == expected
+
+
+async def ready_sync(database: Database, settings: Settings, path: Path) -> FaceSync:
+    """A face index of its own on the service's database, whose rounds the test runs."""
+    sync = FaceSync(database, settings.encryption_keys, path, "handoff-test",
+                    poll_seconds=3600)
+    sync.start()
+    await asyncio.wait_for(sync.became_ready.wait(), 10)
+    return sync
+
+
+@pytest.fixture
+async def service(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                  ) -> AsyncIterator[tuple[httpx.AsyncClient, Database, FaceSync]]:
+    monkeypatch.chdir(tmp_path)
+    async with serve_in_process_with_state(settings) as (client, state):
+        database: Database = state["database"]
+        sync = await ready_sync(database.background, settings, tmp_path / "own.snapshot")
+        try:
+            yield client, database, sync
+        finally:
+            await sync.stop()
+
+
+TAMPERED = [0.0, 0.0, 0.0, 1.0]
+
+
+async def hand_over_tampered(database: Database, sync: FaceSync, job_id: str,
+                             delivery_id: int) -> int:
+    """Hand ``sync`` the job's image faces with another vector than the stored ones: which
+    vector the index then holds tells whether it took the handoff or read the job back."""
+    pk = await database.run_read(queries.job_pk, job_id)
+    assert pk is not None
+    sync.stored_here(delivery_id, StoredFaces(pk, job_id, "image_batch", 0.0, [
+        StoredFace(item, 0, pack_doubles(TAMPERED), None, False) for item in (0, 1)]))
+    return int(pk)
+
+
+def vector_of(sync: FaceSync, key: FaceKey) -> list[float] | None:
+    collection = sync.index.collections[4]
+    row = collection.rows.get(key)
+    return None if row is None else collection.vectors[row].round(6).tolist()
+
+
+async def test_the_tailer_indexes_a_handed_over_job_from_memory_when_nothing_else_happened(
+        service: tuple[httpx.AsyncClient, Database, FaceSync]) -> None:
+    client, database, sync = service
+    job_id = f"images-{uuid.uuid4().hex[:6]}"
+    pk = await hand_over_tampered(database, sync, job_id,
+                                  await deliver(client, image_job(job_id)))
+    await sync.poll()
+    assert vector_of(sync, FaceKey(pk, 0, 0)) == TAMPERED
+    assert vector_of(sync, FaceKey(pk, 1, 0)) == TAMPERED
+
+
+async def test_an_erasure_in_the_same_round_wins_over_the_handed_over_faces(
+        service: tuple[httpx.AsyncClient, Database, FaceSync], settings: Settings) -> None:
+    client, database, sync = service
+    admin = await create_token(settings, name="dpo", scope="admin")
+    job_id = f"images-{uuid.uuid4().hex[:6]}"
+    pk = await hand_over_tampered(database, sync, job_id,
+                                  await deliver(client, image_job(job_id)))
+    erased = await client.delete(f"/v1/jobs/{job_id}/persons/0/0", headers=bearer(admin))
+    assert erased.status_code == 204, erased.text
+    await sync.poll()
+    assert vector_of(sync, FaceKey(pk, 0, 0)) is None
+    stored = np.array([0.0, 0.3, 0.1, 0.3]) / np.linalg.norm([0.0, 0.3, 0.1, 0.3])
+    assert vector_of(sync, FaceKey(pk, 1, 0)) == stored.astype(np.float32).round(6).tolist()
+
+
+async def test_a_handoff_for_a_delivery_the_tailer_already_read_back_is_dropped(
+        service: tuple[httpx.AsyncClient, Database, FaceSync]) -> None:
+    client, database, sync = service
+    job_id = f"images-{uuid.uuid4().hex[:6]}"
+    delivery_id = await deliver(client, image_job(job_id))
+    await sync.poll()
+    pk = await hand_over_tampered(database, sync, job_id, delivery_id)
+    await sync.poll()
+    stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
+    assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()
