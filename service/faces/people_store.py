@@ -68,12 +68,11 @@ def _found(conn: sa.Connection, faces: Collection[Face], table: sa.Table,
     ``(job, item, person)`` triples (three parameters each), and a job's other faces are
     few."""
     wanted = set(faces)
-    pks = sorted({face[0] for face in wanted})
     found: set[Face] = set()
-    for start in range(0, len(pks), BATCH):
+    for batch in _job_batches({face[0] for face in wanted}):
         rows = conn.execute(
             sa.select(table.c.job_pk, table.c.item_index, table.c.person_index)
-            .where(table.c.job_pk.in_(pks[start:start + BATCH]), *where))
+            .where(table.c.job_pk.in_(batch), *where))
         found.update(face for face in ((r[0], r[1], r[2]) for r in rows) if face in wanted)
     return found
 
