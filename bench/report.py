@@ -96,6 +96,16 @@ def _targets(results: dict[str, Any]) -> list[str]:
         lines.append(f"| face search, {size}: recall@10 >= 0.95 against exact | "
                      f"{_num(face['recall_at_10'], 4)} | "
                      f"{_verdict(_at_least(face['recall_at_10'], 0.95))} |")
+    people = results.get("people")
+    if people:
+        for step in ("incremental", "reclustered"):
+            score = people[step]
+            lines.append(
+                f"| people clustering ({'re-clustered' if step == 'reclustered' else step}), "
+                f"{people['identities']:,} identities x {people['observations']}: adjusted Rand "
+                f"index >= 0.9 | {_num(score['ari'], 4)} (pair precision "
+                f"{_num(score['precision'], 4)}, recall {_num(score['recall'], 4)}) | "
+                f"{_verdict(_at_least(score['ari'], 0.9))} |")
     for entry in results["throughput"]:
         kept = entry["ratios"].get("vs_faces_off")
         if entry["payload"] == "typical" and kept is not None:
@@ -398,6 +408,23 @@ def render(results: dict[str, Any], raw_path: Path | str) -> str:
                 "faces: identities x 20 noisy observations (same-identity cosine 0.6-0.8); "
                 "queries are fresh observations. One process per size; RSS of that process.",
                 "", *_faces(results)]
+    people = results.get("people")
+    if people:
+        out += ["", "## People clustering (bench/people.py)", "",
+                f"{people['identities']:,} synthetic identities x {people['observations']} noisy "
+                f"observations, {people['dimension']}-d (same-identity cosine 0.6-0.8), "
+                "assigned one chunk at a time in a random order through the service's "
+                "`Clusters.assign` at the threshold "
+                f"{people['threshold']}, then re-clustered (`recluster`), against the true "
+                "identities.", "",
+                "| step | adjusted Rand index | pair precision | pair recall | clusters | "
+                "seconds |", "|---|---|---|---|---|---|"]
+        for step in ("incremental", "reclustered"):
+            score = people[step]
+            out.append(f"| {'re-clustered' if step == 'reclustered' else step} | "
+                       f"{_num(score['ari'], 4)} | {_num(score['precision'], 4)} | "
+                       f"{_num(score['recall'], 4)} | {score['clusters']:,} | "
+                       f"{_num(score['seconds'], 2)} |")
     out += ["", "## Query latency", "",
             "Concurrency 1, 1-worker service, requests spread over random stored jobs; "
             f"the database was filled by the fast loader (bench/seed.py, `{loader}` mode: "

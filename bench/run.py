@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -134,7 +135,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
                         help="parts to leave out: throughput,cost,large,queries,under-load,"
                         "client-check,faces (face search at scale, bench/faces.py),faces-off "
                         "(the service without its face index, in the throughput rotation),"
-                        "ui (the explorer's page times, bench/ui.py)")
+                        "ui (the explorer's page times, bench/ui.py),people (people "
+                        "clustering's adjusted Rand index, bench/people.py)")
     parser.add_argument("--keep-databases", action="store_true",
                         help="keep the SQLite files in bench/out/run-*/ (deleted by default)")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
@@ -900,6 +902,20 @@ def face_search(cfg: Config, results: dict[str, Any]) -> None:
         results["faces"] += json.loads(out.read_text())
 
 
+def people_clustering(cfg: Config, results: dict[str, Any]) -> None:
+    """bench/people.py on the issue's data set: 1,000 identities x 20 observations."""
+    from bench import people
+
+    log("people clustering: 1,000 identities x 20 observations, 128-d")
+    incremental, reclustered = people.run(1000, 20)
+    results["people"] = {"identities": 1000, "observations": 20, "dimension": 128,
+                         "threshold": people.ASSIGN_THRESHOLD,
+                         "incremental": dataclasses.asdict(incremental),
+                         "reclustered": dataclasses.asdict(reclustered)}
+    log(incremental.line("incremental"))
+    log(reclustered.line("re-clustered"))
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
@@ -923,6 +939,8 @@ def main(argv: list[str] | None = None) -> int:
             client_check(cfg, results)
         if "faces" not in cfg.skip:
             face_search(cfg, results)
+        if "people" not in cfg.skip:
+            people_clustering(cfg, results)
         for kind in cfg.databases:
             profiles: list[str | None] = [None]
             if kind == "postgresql":
