@@ -17,21 +17,13 @@ from service.privacy import audit
 from service.vocabulary import AUDIT_ACTIONS
 from tests.conftest import bearer
 from tests.support.db import fetch_all
-from tests.support.signing import encode, example, signed_headers
+from tests.support.signing import deliver, example, signed_headers
 
 pytestmark = pytest.mark.anyio
 
 MARKER = "AUDIT-MARKER-q7Zx-never-in-a-record"
 VIDEO_ROWS = 13  # entity rows of the video example: see test_deleting_a_job_leaves_nothing_behind
 
-
-async def deliver(client, document: object) -> int:
-    body = encode(document)
-    response = await client.post("/webhooks/analysis", content=body,
-                                 headers=signed_headers(body))
-    assert response.status_code == 200, response.text
-    delivery_id: int = response.json()["delivery_id"]
-    return delivery_id
 
 
 async def audit_page(client, token: str, **params: Any) -> dict[str, Any]:

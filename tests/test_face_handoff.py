@@ -25,7 +25,7 @@ from service.faces.sync import FaceSync
 from service.vectors import pack_doubles
 from tests.conftest import bearer, create_token, serve_in_process_with_state
 from tests.support.biometrics import THUMBNAIL
-from tests.support.signing import encode, signed_headers
+from tests.support.signing import deliver
 
 pytestmark = pytest.mark.anyio
 
@@ -51,14 +51,6 @@ def image_job(job_id: str) -> dict[str, Any]:
         {"external_id": "b", "result": {"person_ids": [
             {"face_embedding": [0.0, 0.3, 0.1, 0.3], "allowlisted": True}]}}]}
 
-
-async def deliver(client: httpx.AsyncClient, document: dict[str, Any]) -> int:
-    body = encode(document)
-    response = await client.post("/webhooks/analysis", content=body,
-                                 headers=signed_headers(body))
-    assert response.status_code == 200, response.text
-    delivery_id: int = response.json()["delivery_id"]
-    return delivery_id
 
 
 def rows_of(index: FaceIndex, job_pks: set[int]) -> dict[FaceKey, tuple[Any, ...]]:

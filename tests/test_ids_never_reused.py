@@ -17,17 +17,10 @@ from service.migrations import alembic_config, upgrade
 from tests.conftest import bearer, create_token, serve_in_process
 from tests.support.db import ALL_TABLES, fetch_all, table_counts
 from tests.support.keys import TEST_KEYRING
-from tests.support.signing import SECRET, encode, example, signed_headers
+from tests.support.signing import SECRET, deliver, example
 
 pytestmark = pytest.mark.anyio
 
-
-async def deliver(client, document: dict[str, object]) -> int:
-    body = encode(document)
-    response = await client.post("/webhooks/analysis", content=body, headers=signed_headers(body))
-    assert response.status_code == 200, response.text
-    delivery_id: int = response.json()["delivery_id"]
-    return delivery_id
 
 
 def video(job_id: str) -> dict[str, object]:

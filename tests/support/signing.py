@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -28,3 +29,14 @@ def example(name: str) -> dict[str, object]:
 
 def encode(document: object) -> bytes:
     return msgspec.json.encode(document)
+
+
+async def deliver(client: Any, document: object) -> int:
+    """Post ``document`` signed to the webhook of an in-process ``httpx.AsyncClient``; it must
+    be stored (200). Returns its delivery id."""
+    body = encode(document)
+    response = await client.post("/webhooks/analysis", content=body,
+                                 headers=signed_headers(body))
+    assert response.status_code == 200, response.text
+    delivery_id: int = response.json()["delivery_id"]
+    return delivery_id
