@@ -25,7 +25,7 @@ def test_a_graph_is_split_past_shard_rows_but_never_into_more_shards_than_cores(
 
 def test_search_breadth_follows_the_size_of_one_shard() -> None:
     assert expansion_search(10_000) == 64
-    assert expansion_search(500_000) == 625
+    assert expansion_search(500_000) == 1000
     assert expansion_search(10**9) == 4096
 
 

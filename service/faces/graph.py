@@ -33,6 +33,8 @@ GRAPH_CONNECTIVITY = 16
 GRAPH_EXPANSION_ADD = 64
 GRAPH_EXPANSION_SEARCH = 64
 GRAPH_EXPANSION_SEARCH_MAX = 4096
+FACES_PER_BREADTH = 500
+"""A shard's search breadth is its faces divided by this (see :func:`expansion_search`)."""
 SHARD_ROWS = 400_000
 """A graph of more rows than this is split into shards of about this many (at most one per
 core, and at most :data:`MAX_SHARDS`)."""
@@ -47,10 +49,13 @@ _searchers: ThreadPoolExecutor | None = None
 def expansion_search(faces: int) -> int:
     """The HNSW search breadth for a graph (or shard) of ``faces``. At a fixed breadth recall
     falls as the graph grows (bench/faces.py, 512-d synthetic identities, recall@10 at breadth
-    64: 0.9995 at 100,000 faces, 0.958 at 300,000, 0.644 at 1,000,000; at 1,000,000 with
-    1,024: 0.9565 in 27 ms p99), so it grows with the graph: one per 800 faces, at least
-    64."""
-    return min(GRAPH_EXPANSION_SEARCH_MAX, max(GRAPH_EXPANSION_SEARCH, faces // 800))
+    64: 0.9995 at 100,000 faces, 0.958 at 300,000, 0.644 at 1,000,000), so it grows with the
+    graph: one per :data:`FACES_PER_BREADTH` faces, at least 64. At 1,000,000 x 512 in two
+    shards of 500,000, on one build (2 cores, 300 queries): breadth 625 gave recall@10 0.9437
+    and p99 25-27 ms, 833 gave 0.9613 and 31-33 ms, 1,000 gave 0.9697 and 35-39 ms; two
+    builds at 625 gave 0.9437 and 0.9565 (a multi-threaded build links differently each time),
+    hence 1,000."""
+    return min(GRAPH_EXPANSION_SEARCH_MAX, max(GRAPH_EXPANSION_SEARCH, faces // FACES_PER_BREADTH))
 
 
 def shard_count(rows: int, cores: int | None = None) -> int:
