@@ -19,6 +19,7 @@ from service import queries
 from service.config import Settings
 from service.db import Database
 from service.faces import source
+from service.faces import sync as sync_module
 from service.faces.handoff import StoredFace, StoredFaces
 from service.faces.index import FaceIndex, FaceKey
 from service.faces.sync import FaceSync
@@ -176,6 +177,19 @@ async def test_a_handoff_for_a_delivery_the_tailer_already_read_back_is_dropped(
     delivery_id = await deliver(client, image_job(job_id))
     await sync.poll()
     pk = await hand_over_tampered(database, sync, job_id, delivery_id)
+    await sync.poll()
+    stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
+    assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()
+
+
+async def test_hand_overs_past_their_memory_bound_are_read_back_instead(
+        service: tuple[httpx.AsyncClient, Database, FaceSync],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client, database, sync = service
+    monkeypatch.setattr(sync_module, "MAX_HANDOFF_BYTES", 2 * 4 * 8 - 1)  # under two 4-d faces
+    job_id = f"images-{uuid.uuid4().hex[:6]}"
+    pk = await hand_over_tampered(database, sync, job_id,
+                                  await deliver(client, image_job(job_id)))
     await sync.poll()
     stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
     assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()

@@ -48,6 +48,11 @@ class StoredFaces:
     received_at: float  # seconds since the epoch
     faces: list[StoredFace] = field(default_factory=list)
 
+    @property
+    def size(self) -> int:
+        """Bytes of the embeddings held."""
+        return sum(len(face.packed) for face in self.faces)
+
 
 def stored_faces(prepared: PreparedResult, job_pk: int, received_at: datetime) -> StoredFaces:
     """The indexable faces of a result just stored as job ``job_pk``, in the read's order."""

@@ -58,9 +58,10 @@ SNAPSHOT_SHARE = 0.02
 snapshot only spares a rebuild at start-up)."""
 BUILD_BATCH = 500
 RESYNC_BATCH = 500
-MAX_HANDOFFS = 10_000
-"""Jobs handed over and waiting for the tailer's round, at most (past it, they are read
-back like any other)."""
+MAX_HANDOFF_BYTES = 64 * 1024 * 1024
+"""Embedding bytes handed over and waiting for the tailer's round, at most: past it (the
+tailer is behind, or the database away for reads), further jobs are read back like any
+other instead of piling up in memory."""
 
 FacesAdded = Callable[[list[FaceKey], int, Vectors], Awaitable[None]]
 
@@ -90,6 +91,7 @@ class FaceSync:
         self._seen_deliveries: set[int] = set()
         self._seen_records: set[int] = set()
         self._handoffs: dict[int, StoredFaces] = {}  # by delivery id
+        self._handoff_bytes = 0
         self._seeding = True  # the first round after loading: what the cursors cover is known
         self._dirty = False
         self._erased = False
@@ -217,11 +219,13 @@ class FaceSync:
         """Take the faces of a job whose first delivery ``delivery_id`` this process has just
         committed: the tailer's round that meets the delivery indexes them without reading the
         job back. Ignored until the index is ready, and for a delivery already met."""
+        size = faces.size
         if (not self.ready or delivery_id in self._seen_deliveries
                 or delivery_id <= self._cursors.delivery_id - source.LOOKBACK
-                or len(self._handoffs) >= MAX_HANDOFFS):
+                or self._handoff_bytes + size > MAX_HANDOFF_BYTES):
             return
         self._handoffs[delivery_id] = faces
+        self._handoff_bytes += size
 
     def _take_handoffs(self, deliveries: list[tuple[int, str]]) -> list[StoredFaces]:
         """The handed-over jobs of ``deliveries`` that this round may index from memory: those
@@ -292,6 +296,7 @@ class FaceSync:
             self._handoffs = {i: stored for i, stored in self._handoffs.items()
                               if i not in self._seen_deliveries
                               and i > delivery_cursor - source.LOOKBACK}
+        self._handoff_bytes = sum(stored.size for stored in self._handoffs.values())
         if (delivery_cursor, audit_cursor) != (self._cursors.delivery_id,
                                                self._cursors.audit_id):
             self._cursors = snapshot.Cursors(delivery_cursor, audit_cursor)
