@@ -221,8 +221,12 @@ class Simulator:
             return JSONResponse({"error": "unauthorized"}, status_code=401)
         return None
 
-    @staticmethod
-    def _max_processing_time(request: Request) -> int | Response:
+    def _admit(self, request: Request) -> int | Response:
+        """The submission's Max-Processing-Time, or the answer refusing it (the token, then
+        the header)."""
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
         raw = request.headers.get("max-processing-time", "0").strip()
         if not raw.isdigit():
             return JSONResponse({"error": "Max-Processing-Time must be an integer >= 0"},
@@ -256,10 +260,7 @@ class Simulator:
                             headers={"Location": f"/{media}/{quote(job.job_id, safe='')}"})
 
     async def submit_video(self, request: Request) -> Response:
-        refused = self._refuse(request)
-        if refused is not None:
-            return refused
-        mpt = self._max_processing_time(request)
+        mpt = self._admit(request)
         if isinstance(mpt, Response):
             return mpt
         body = await request.body()
@@ -279,10 +280,7 @@ class Simulator:
         return self._accepted(job)
 
     async def submit_images(self, request: Request) -> Response:
-        refused = self._refuse(request)
-        if refused is not None:
-            return refused
-        mpt = self._max_processing_time(request)
+        mpt = self._admit(request)
         if isinstance(mpt, Response):
             return mpt
         try:

@@ -55,7 +55,7 @@ class CentreIndex:
 
     The owner (:class:`service.faces.people.Clusters`) keeps the centres; it calls
     :meth:`changed` after a row's centre changed or a row was appended, and passes its current
-    centres to :meth:`nearest`.
+    centres to :meth:`nearest_many`.
     """
 
     def __init__(self, dimension: int, *, exact_below: int = EXACT_BELOW) -> None:
@@ -83,16 +83,11 @@ class CentreIndex:
             return
         self._pending.add(row)
 
-    def nearest(self, centres: Vectors, vector: Vectors) -> tuple[int, float]:
-        """The row of ``centres`` (the owner's current centres, all rows) most similar to
-        ``vector``, and that similarity; (-1, -1.0) when there are no centres."""
-        rows, scores = self.nearest_many(centres, vector[np.newaxis, :])
-        return int(rows[0]), float(scores[0])
-
     def nearest_many(self, centres: Vectors, vectors: Vectors,
                      ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """:meth:`nearest` of each row of ``vectors``, against the same ``centres``: one
-        matrix product (or one batch search of the graph) for them all."""
+        """For each row of ``vectors``: the row of ``centres`` (the owner's current centres,
+        all rows) most similar to it, and that similarity; (-1, -1.0) when there are no
+        centres. One matrix product (or one batch search of the graph) for them all."""
         count = len(centres)
         if count == 0 or not len(vectors):
             return (np.full(len(vectors), -1, dtype=np.int64),

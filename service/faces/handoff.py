@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from service.faces.index import FaceBatch, FaceKey
-from service.faces.source import FaceColumns
+from service.faces.source import FaceGatherer
 from service.rows import PreparedResult
 
 __all__ = ["StoredFaces", "batches", "stored_faces"]
@@ -47,11 +47,10 @@ class StoredFaces:
     kind: str | None
     received_at: float  # seconds since the epoch
     faces: list[StoredFace] = field(default_factory=list)
+    size: int = field(init=False)  # bytes of the embeddings held
 
-    @property
-    def size(self) -> int:
-        """Bytes of the embeddings held."""
-        return sum(len(face.packed) for face in self.faces)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", sum(len(face.packed) for face in self.faces))
 
 
 def stored_faces(prepared: PreparedResult, job_pk: int, received_at: datetime) -> StoredFaces:
@@ -73,16 +72,10 @@ def stored_faces(prepared: PreparedResult, job_pk: int, received_at: datetime) -
 
 def batches(jobs: Iterable[StoredFaces]) -> list[FaceBatch]:
     """The faces of ``jobs``, one batch per dimension (what the read back would give)."""
-    columns: dict[int, FaceColumns] = {}
+    gathered = FaceGatherer()
     for job in jobs:
         for face in job.faces:
-            dimension = len(face.packed) // 8
-            if not dimension or len(face.packed) % 8:
-                continue
-            into = columns.get(dimension)
-            if into is None:
-                into = columns[dimension] = FaceColumns()
-            into.append(FaceKey(job.job_pk, face.item_index, face.person_index), job.job_id,
-                        face.packed, job.kind, job.received_at, face.allowlisted,
-                        face.has_thumbnail)
-    return [into.batch(dimension) for dimension, into in columns.items()]
+            gathered.add(FaceKey(job.job_pk, face.item_index, face.person_index), job.job_id,
+                         face.packed, job.kind, job.received_at, face.allowlisted,
+                         face.has_thumbnail)
+    return gathered.batches()

@@ -70,7 +70,7 @@ class JobFaces:
 
 
 @dataclass(slots=True)
-class FaceColumns:
+class _FaceColumns:
     """The faces of one dimension being gathered: the columns of a FaceBatch, the vectors
     still as their packed little-endian doubles."""
 
@@ -82,20 +82,39 @@ class FaceColumns:
     allowlisted: list[bool | None] = field(default_factory=list)
     has_thumbnail: list[bool] = field(default_factory=list)
 
-    def append(self, key: FaceKey, job_id: str, packed: bytes, kind: str | None,
-               received_at: float, allowlisted: bool | None, has_thumbnail: bool) -> None:
-        self.keys.append(key)
-        self.job_ids.append(job_id)
-        self.packed.append(packed)
-        self.kinds.append(kind)
-        self.received_at.append(received_at)
-        self.allowlisted.append(allowlisted)
-        self.has_thumbnail.append(has_thumbnail)
-
     def batch(self, dimension: int) -> FaceBatch:
         vectors = np.frombuffer(b"".join(self.packed), dtype="<f8").reshape(-1, dimension)
         return FaceBatch(self.keys, self.job_ids, vectors, self.kinds, self.received_at,
                          self.allowlisted, self.has_thumbnail)
+
+
+class FaceGatherer:
+    """Faces being gathered into one :class:`FaceBatch` per embedding dimension; an embedding
+    that is empty or not a whole number of doubles is never indexed."""
+
+    __slots__ = ("_columns",)
+
+    def __init__(self) -> None:
+        self._columns: dict[int, _FaceColumns] = {}
+
+    def add(self, key: FaceKey, job_id: str, packed: bytes, kind: str | None,
+            received_at: float, allowlisted: bool | None, has_thumbnail: bool) -> None:
+        dimension, rest = divmod(len(packed), 8)
+        if not dimension or rest:
+            return
+        into = self._columns.get(dimension)
+        if into is None:
+            into = self._columns[dimension] = _FaceColumns()
+        into.keys.append(key)
+        into.job_ids.append(job_id)
+        into.packed.append(packed)
+        into.kinds.append(kind)
+        into.received_at.append(received_at)
+        into.allowlisted.append(allowlisted)
+        into.has_thumbnail.append(has_thumbnail)
+
+    def batches(self) -> list[FaceBatch]:
+        return [into.batch(dimension) for dimension, into in self._columns.items()]
 
 
 def _jobs_query() -> sa.Select[Any]:
@@ -135,7 +154,7 @@ def faces_of_jobs(conn: sa.Connection, keyring: Any, *, pks: Collection[int] = (
     revealer = Revealer(keyring)
     with contextlib.suppress(KeyUnavailable):  # such a job is named (and skipped) below
         revealer.prefetch(conn, (job.data_key_id for job in jobs.values()))
-    columns: dict[int, FaceColumns] = {}
+    gathered = FaceGatherer()
     current_pk: int | None = None
     job: Any = None
     opener: _Opener | None = None
@@ -163,15 +182,9 @@ def faces_of_jobs(conn: sa.Connection, keyring: Any, *, pks: Collection[int] = (
                 log.warning("faces.key_unavailable", job_id=job.job_id, key_id=exc.key_id)
                 skip = True
                 continue
-        dimension = len(packed) // 8
-        if not dimension or len(packed) % 8:
-            continue
-        into = columns.get(dimension)
-        if into is None:
-            into = columns[dimension] = FaceColumns()
-        into.append(FaceKey(job_pk, item_index, person_index), job.job_id, packed, job.kind,
-                    received_at, allowlisted, bool(thumbnail))
-    found.batches = [into.batch(dimension) for dimension, into in columns.items()]
+        gathered.add(FaceKey(job_pk, item_index, person_index), job.job_id, packed, job.kind,
+                     received_at, allowlisted, bool(thumbnail))
+    found.batches = gathered.batches()
     return found
 
 
