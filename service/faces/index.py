@@ -22,6 +22,7 @@ every face; :attr:`FaceIndex.dimensions` lists the dimensions held.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -164,16 +165,28 @@ def normalized(vector: Sequence[float] | npt.NDArray[np.floating]) -> Vectors:
     return unit
 
 
+_SMALLEST_PLAIN = 1e-200
+"""A sum of squares above this (and finite) is exact enough to normalize by directly."""
+
+
 def normalized_rows(matrix: npt.NDArray[np.floating]) -> tuple[Vectors,
                                                                 npt.NDArray[np.bool_]]:
     """Each row of ``matrix`` as a unit float32 vector, as :func:`normalized` does one: the
     unit vectors of the rows that have a direction, and which rows those are."""
     array = np.asarray(matrix, dtype=np.float64)
+    squares = np.einsum("ij,ij->i", array, array)
+    # The usual rows: finite, and a sum of squares that neither overflowed nor came near
+    # underflowing (NaN and infinity make it NaN or infinite). Only the others are looked at
+    # one by one, scaled by their largest value first as normalized() does.
+    plain: npt.NDArray[np.bool_] = (squares > _SMALLEST_PLAIN) & (squares < np.inf)
+    if plain.all():
+        unit: Vectors = (array / np.sqrt(squares)[:, None]).astype(np.float32)
+        return unit, plain
     finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(array).all(axis=1))
     largest = np.abs(np.where(finite[:, None], array, 0.0)).max(axis=1, initial=0.0)
     valid: npt.NDArray[np.bool_] = finite & (largest > 0.0)
     scaled = array[valid] / largest[valid, None]
-    unit: Vectors = (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
+    unit = (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
     return unit, valid
 
 
@@ -229,7 +242,8 @@ class Collection:
             self._allocate(capacity)
         start, stop = self.size, self.size + count
         self.vectors[start:stop] = vectors
-        keys = np.array(faces.keys, dtype=np.int64).reshape(count, 3)
+        keys = np.fromiter(itertools.chain.from_iterable(faces.keys), dtype=np.int64,
+                           count=3 * count).reshape(count, 3)
         self.job_pk[start:stop] = keys[:, 0]
         self.item_index[start:stop] = keys[:, 1]
         self.person_index[start:stop] = keys[:, 2]

@@ -148,20 +148,51 @@ def add_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime) 
         if inserted:
             _add_appearances_sqlite(conn, inserted, now)
         return sum(inserted.values())
-    rows = _live_rows(conn, assigned, now)
-    if not rows:
+    if not assigned:
         return 0
-    inserted = Counter(int(r[0]) for r in conn.execute(
-        _insert(conn).on_conflict_do_nothing(
-            index_elements=["job_pk", "item_index", "person_index"])
-        .returning(members.c.person_id), rows))
-    if inserted:
-        conn.execute(
-            sa.update(people).where(people.c.id == sa.bindparam("cluster"))
-            .values(appearances=people.c.appearances + sa.bindparam("added"), updated_at=now),
-            [{"cluster": cluster, "added": added}
-             for cluster, added in sorted(inserted.items())])
-    return sum(inserted.values())
+    inserted = conn.execute(_PG_NEW_MEMBERS, {
+        "job_pks": [m.face[0] for m in assigned],
+        "item_indexes": [m.face[1] for m in assigned],
+        "person_indexes": [m.face[2] for m in assigned],
+        "person_ids": [m.person_id for m in assigned],
+        "similarities": [m.similarity for m in assigned],
+        "now": now}).scalar_one()
+    return int(inserted)
+
+
+# PostgreSQL: the whole batch is one statement of six parameters (five arrays), whatever its
+# size: the live faces in no cluster yet are inserted (whether the person row is live comes
+# from the primary key's index and ``ix_persons_erased``), and the clusters' counts grow by
+# what was inserted, in the same statement. No row per face goes through SQLAlchemy.
+_PG_NEW_MEMBERS = sa.text("""
+WITH given AS (
+    SELECT * FROM unnest(CAST(:job_pks AS bigint[]), CAST(:item_indexes AS integer[]),
+                         CAST(:person_indexes AS integer[]), CAST(:person_ids AS bigint[]),
+                         CAST(:similarities AS double precision[]))
+        AS v(job_pk, item_index, person_index, person_id, similarity)
+), inserted AS (
+    INSERT INTO people_members
+        (job_pk, item_index, person_index, person_id, similarity, assigned_at)
+    SELECT g.job_pk, g.item_index, g.person_index, g.person_id, g.similarity,
+           CAST(:now AS timestamptz)
+    FROM given AS g
+    WHERE EXISTS (SELECT 1 FROM persons AS p WHERE p.job_pk = g.job_pk
+                  AND p.item_index = g.item_index AND p.person_index = g.person_index)
+      AND NOT EXISTS (SELECT 1 FROM persons AS p WHERE p.job_pk = g.job_pk
+                      AND p.item_index = g.item_index AND p.person_index = g.person_index
+                      AND p.erased)
+    ON CONFLICT (job_pk, item_index, person_index) DO NOTHING
+    RETURNING person_id
+), added AS (
+    SELECT person_id, count(*) AS count FROM inserted GROUP BY person_id
+), counted AS (
+    UPDATE people SET appearances = people.appearances + added.count,
+                      updated_at = CAST(:now AS timestamptz)
+    FROM added WHERE people.id = added.person_id
+    RETURNING added.count
+)
+SELECT coalesce(sum(count), 0) FROM counted
+""").bindparams(sa.bindparam("now", type_=models.UtcDateTime()))
 
 
 # SQLite, where each row a statement steps through hands the interpreter lock back and waits
