@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from service.config import Settings, redact_url
 from service.db import Database
+from service.faces import peers
 from service.faces.index import FaceKey, Vectors
 from service.faces.people import PeopleAssigner, VectorsByFace, leader_for
 from service.faces.snapshot import FILE_NAME as SNAPSHOT_FILE
@@ -42,9 +43,10 @@ def single_threaded_blas() -> None:
 
 class FaceRuntime:
     def __init__(self, database: Database, settings: Settings) -> None:
+        database_name = redact_url(settings.database_url)
         self.sync = FaceSync(database, settings.encryption_keys,
-                             settings.data_dir / SNAPSHOT_FILE,
-                             redact_url(settings.database_url))
+                             settings.data_dir / SNAPSHOT_FILE, database_name,
+                             peers_folder=peers.folder_for(settings.data_dir, database_name))
         self.people = PeopleAssigner(database, leader_for(database, settings.data_dir),
                                      vectors_source=self._all_vectors)
         self.sync.on_faces_added.append(self._faces_added)

@@ -16,7 +16,8 @@ indexed job. One read per batch of changed jobs. Every replica and worker runs i
 so all of them converge within about a second of a commit. A job this process stored itself
 is not read back: its faces were handed over after the commit (:meth:`FaceSync.stored_here`,
 :mod:`service.faces.handoff`) and are indexed from memory, unless the round holds anything
-else for the job.
+else for the job. Nor is a job a peer stored (another worker of the same data folder): the peer
+sends the same hand-over over a local socket (:mod:`service.faces.peers`).
 
 The snapshot is rewritten every :data:`SNAPSHOT_SECONDS` while the index changes (or less often
 when writing it takes long: at most :data:`SNAPSHOT_SHARE` of the time goes to it), at shutdown,
@@ -46,6 +47,7 @@ from service.faces import handoff, snapshot, source
 from service.faces import index as face_index
 from service.faces.handoff import StoredFaces
 from service.faces.index import FaceIndex, FaceKey, Vectors
+from service.faces.peers import Peers
 from service.privacy.keys import Keyring
 
 log = structlog.get_logger("service.faces")
@@ -72,7 +74,7 @@ class FaceSync:
     def __init__(self, database: Database, keyring: Keyring | None, snapshot_path: Path,
                  database_name: str, *, poll_seconds: float = POLL_SECONDS,
                  snapshot_seconds: float = SNAPSHOT_SECONDS,
-                 hnsw_threshold: int | None = None) -> None:
+                 hnsw_threshold: int | None = None, peers_folder: Path | None = None) -> None:
         self.database = database
         self.keyring = keyring
         self.snapshot_path = snapshot_path
@@ -97,6 +99,8 @@ class FaceSync:
         self._erased = False
         self._last_snapshot = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+        self.peers = None if peers_folder is None else Peers(peers_folder, self.handed_over)
+        """The other processes of this data folder, which hand over the jobs they store."""
 
     @property
     def snapshot_interval(self) -> float:
@@ -114,10 +118,14 @@ class FaceSync:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self.peers is not None:
+            await self.peers.stop()
         if self.ready and (self._dirty or self._erased):
             await self._save()
 
     async def _run(self) -> None:
+        if self.peers is not None and not await self.peers.start():
+            self.peers = None
         while not self.ready:
             try:
                 await self._load()
@@ -217,8 +225,16 @@ class FaceSync:
 
     def stored_here(self, delivery_id: int, faces: StoredFaces) -> None:
         """Take the faces of a job whose first delivery ``delivery_id`` this process has just
-        committed: the tailer's round that meets the delivery indexes them without reading the
-        job back. Ignored until the index is ready, and for a delivery already met."""
+        committed, and send them to the peers (:mod:`service.faces.peers`)."""
+        if self.peers is not None:
+            self.peers.publish(delivery_id, faces)
+        self.handed_over(delivery_id, faces)
+
+    def handed_over(self, delivery_id: int, faces: StoredFaces) -> None:
+        """Take the faces of a job whose first delivery ``delivery_id`` was just committed (by
+        this process or a peer): the tailer's round that meets the delivery indexes them
+        without reading the job back. Ignored until the index is ready, for a delivery already
+        met, and past :data:`MAX_HANDOFF_BYTES`."""
         size = faces.size
         if (not self.ready or delivery_id in self._seen_deliveries
                 or delivery_id <= self._cursors.delivery_id - source.LOOKBACK
