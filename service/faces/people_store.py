@@ -94,6 +94,10 @@ def create_people(conn: sa.Connection, count: int, now: datetime) -> list[int]:
     """``count`` new clusters; their ids, in order."""
     if count <= 0:
         return []
+    if conn.dialect.name == "postgresql":  # one row of parameters, whatever the count
+        # Ids come from the sequence in the order the rows are made: sorted, they are in order.
+        return sorted(int(pk) for pk in conn.execute(
+            _PG_NEW_PEOPLE, {"count": count, "now": now}).scalars())
     rows = [{"created_at": now, "updated_at": now, "appearances": 0} for _ in range(count)]
     result = conn.execute(sa.insert(people).returning(people.c.id, sort_by_parameter_order=True),
                           rows)
@@ -158,6 +162,14 @@ def add_members(conn: sa.Connection, assigned: Sequence[Member], now: datetime) 
         "similarities": [m.similarity for m in assigned],
         "now": now}).scalar_one()
     return int(inserted)
+
+
+_PG_NEW_PEOPLE = sa.text("""
+INSERT INTO people (created_at, updated_at, appearances)
+SELECT CAST(:now AS timestamptz), CAST(:now AS timestamptz), 0 FROM generate_series(1, :count)
+RETURNING id
+""").bindparams(sa.bindparam("now", type_=models.UtcDateTime()),
+                sa.bindparam("count", type_=sa.Integer()))
 
 
 # PostgreSQL: the whole batch is one statement of six parameters (five arrays), whatever its
