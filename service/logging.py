@@ -8,7 +8,6 @@ line of defence: the code never passes secrets, tokens or bodies to a logger.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from collections.abc import MutableMapping
@@ -17,6 +16,7 @@ from typing import Any, TextIO
 import structlog
 
 from service.config import LogFormat, LogLevel
+from service.randomness import public_random_bytes
 
 _SENSITIVE = re.compile(
     r"(^|_)(secrets?|tokens?|authorization|password|cookie|body|headers)$", re.I)
@@ -85,4 +85,4 @@ def new_request_id(incoming: str | None) -> str:
     """A sane incoming ``X-Request-ID`` as is, else 32 random hex digits."""
     if incoming and _REQUEST_ID.fullmatch(incoming):
         return incoming
-    return os.urandom(16).hex()
+    return public_random_bytes(16).hex()

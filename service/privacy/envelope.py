@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from service.privacy.keys import Keyring
+from service.randomness import public_random_bytes
 
 DATA_KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -81,6 +82,10 @@ def _wrap_aad(key_id: str, key_ref: bytes) -> bytes:
     return _encode(("data-key", key_id, key_ref))
 
 
+def new_nonce() -> bytes:
+    return public_random_bytes(NONCE_BYTES)
+
+
 def new_data_key() -> bytes:
     return os.urandom(DATA_KEY_BYTES)
 
@@ -90,7 +95,7 @@ def wrap_data_key(keyring: Keyring, data_key: bytes, *, key_ref: bytes) -> tuple
     if len(data_key) != DATA_KEY_BYTES:
         raise ValueError(f"a data key is {DATA_KEY_BYTES} bytes, not {len(data_key)}")
     master = keyring.current
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = new_nonce()
     return master.key_id, nonce + master.aead.encrypt(
         nonce, data_key, _wrap_aad(master.key_id, key_ref))
 
@@ -122,7 +127,7 @@ class Sealer:
         return "Sealer(<data key hidden>)"
 
     def seal(self, plaintext: bytes, *, aad: bytes) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = new_nonce()
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, sealed: bytes, *, aad: bytes) -> bytes:

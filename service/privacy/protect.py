@@ -9,7 +9,6 @@ sealed person fields and the sealed body are all the writer sees.
 
 from __future__ import annotations
 
-import secrets
 import threading
 from datetime import datetime
 
@@ -27,6 +26,7 @@ from service.privacy.envelope import (
 )
 from service.privacy.keys import Keyring
 from service.privacy.policy import BiometricPolicy
+from service.randomness import public_random_bytes
 from service.rows import IncomingDelivery, NewDataKey, PreparedResult, Row, StoredBody
 
 BODY_CODEC = "zstd"
@@ -52,7 +52,7 @@ def new_job_key(keyring: Keyring, job_id: str | None,
     """A new data key of ``job_id``, wrapped under the current master key (the row to
     insert), and its sealer."""
     key = new_data_key()
-    key_ref = secrets.token_hex(16)
+    key_ref = public_random_bytes(16).hex()
     key_id, wrapped = wrap_data_key(keyring, key, key_ref=key_ref.encode("ascii"))
     return (NewDataKey(id=key_ref, job_id=job_id, key_id=key_id, wrapped=wrapped,
                        created_at=now), Sealer(key))
