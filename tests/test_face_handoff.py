@@ -67,9 +67,15 @@ def rows_of(index: FaceIndex, job_pks: set[int]) -> dict[FaceKey, tuple[Any, ...
     return found
 
 
-async def test_a_result_stored_here_is_indexed_as_reading_it_back_would_without_that_read(
-        settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
+def new_job_ids() -> list[str]:
+    """The ids of a new video job and a new image batch job."""
+    tag = uuid.uuid4().hex[:6]
+    return [f"video-{tag}", f"images-{tag}"]
+
+
+def spy_on_read_back(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The job ids every later read back of faces (``source.faces_of_jobs``) names, in any
+    process of this test."""
     read_back: list[str] = []
     original = source.faces_of_jobs
 
@@ -78,8 +84,15 @@ async def test_a_result_stored_here_is_indexed_as_reading_it_back_would_without_
         return original(conn, keyring, pks=pks, job_ids=job_ids)
 
     monkeypatch.setattr(source, "faces_of_jobs", spied)
-    tag = uuid.uuid4().hex[:6]
-    jobs = [f"video-{tag}", f"images-{tag}"]
+    return read_back
+
+
+async def test_a_result_stored_here_is_indexed_as_reading_it_back_would_without_that_read(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    original = source.faces_of_jobs
+    read_back = spy_on_read_back(monkeypatch)
+    jobs = new_job_ids()
     async with serve_in_process_with_state(settings) as (client, state):
         sync: FaceSync = state["faces"]
         await asyncio.wait_for(sync.became_ready.wait(), 10)

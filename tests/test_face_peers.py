@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import stat
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from service.faces.sync import FaceSync
 from service.vectors import pack_doubles
 from tests.conftest import serve_in_process_with_state
 from tests.support.signing import deliver
-from tests.test_face_handoff import image_job, rows_of, video_job
+from tests.test_face_handoff import image_job, new_job_ids, rows_of, spy_on_read_back, video_job
 
 pytestmark = pytest.mark.anyio
 
@@ -150,16 +149,9 @@ async def test_a_peer_that_does_not_keep_up_is_skipped_not_waited_for(
 async def test_a_job_stored_by_one_process_reaches_the_others_index_without_a_read_back(
         settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    read_back: list[str] = []
     original = source.faces_of_jobs
-
-    def spied(conn: Any, keyring: Any, *, pks: Any = (), job_ids: Any = ()) -> Any:
-        read_back.extend(job_ids)
-        return original(conn, keyring, pks=pks, job_ids=job_ids)
-
-    monkeypatch.setattr(source, "faces_of_jobs", spied)
-    tag = uuid.uuid4().hex[:6]
-    jobs = [f"video-{tag}", f"images-{tag}"]
+    read_back = spy_on_read_back(monkeypatch)
+    jobs = new_job_ids()
     async with serve_in_process_with_state(settings) as (client, state):
         storing: FaceSync = state["faces"]
         database: Database = state["database"]
