@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -68,5 +69,31 @@ def test_lookup_by_composite_key_searches_an_index_instead_of_scanning_the_table
                 assert not [step for step in plan if step.startswith(f"SCAN {table}")], (
                     f"{statement}\n{plan}")
                 assert [step for step in plan if step.startswith(f"SEARCH {table}")], plan
+    finally:
+        engine.dispose()
+
+
+def test_new_members_insert_asks_the_erased_index_and_never_reads_a_person_row(
+        sqlite_url: str) -> None:
+    """The people clustering's insert of new members checks each face's person row: that it
+    exists from the primary key's index alone (covering), whether it is erased from
+    ``ix_persons_erased``; never from the row itself, whose ``erased`` comes after kilobytes
+    of sealed values."""
+    engine = sa.create_engine(sqlite_url)
+    now = datetime.now(UTC)
+    members = [people_store.Member(face, 1, 0.9) for face in FACES]
+    try:
+        with engine.connect() as conn:
+            with captured(engine) as statements:
+                people_store._insert_new_members_sqlite(conn, members, now)
+            inserts = [(s, p) for s, p in statements if s.lstrip().startswith("INSERT")]
+            assert inserts, "no insert ran"
+            for statement, parameters in inserts:
+                plan = [row[3] for row in conn.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN {statement}", parameters)]
+                probes = [step for step in plan if step.startswith("SEARCH p ")]
+                assert len(probes) == 2, plan
+                for step in probes:
+                    assert "COVERING INDEX" in step or "INDEX ix_persons_erased" in step, plan
     finally:
         engine.dispose()
