@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from service import garbage
 from service.api.openapi import openapi
 from service.api.routes import api_routes
 from service.config import Settings, redact_credentials, redact_url
@@ -179,4 +180,6 @@ def app_from_env() -> Starlette:
     """The uvicorn factory: settings from the environment, logging, the app."""
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    garbage.tune_for_serving()
+    return app
