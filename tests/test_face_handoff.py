@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from service.config import Settings
 from service.db import Database
 from service.faces import source
 from service.faces import sync as sync_module
-from service.faces.handoff import StoredFace, StoredFaces
+from service.faces.handoff import StoredFace, StoredFaces, batches, stored_faces
 from service.faces.index import FaceIndex, FaceKey
+from service.faces.source import FaceGatherer
 from service.faces.sync import FaceSync
+from service.rows import PreparedResult
 from service.vectors import pack_doubles
 from tests.conftest import bearer, create_token, serve_in_process_with_state
 from tests.support.biometrics import THUMBNAIL
@@ -146,7 +149,7 @@ async def hand_over_tampered(database: Database, sync: FaceSync, job_id: str,
     vector the index then holds tells whether it took the handoff or read the job back."""
     pk = await database.run_read(queries.job_pk, job_id)
     assert pk is not None
-    sync.stored_here(delivery_id, StoredFaces(pk, job_id, "image_batch", 0.0, [
+    sync.stored_here(delivery_id, StoredFaces.of(pk, job_id, "image_batch", 0.0, [
         StoredFace(item, 0, pack_doubles(TAMPERED), None, False) for item in (0, 1)]))
     return int(pk)
 
@@ -206,3 +209,41 @@ async def test_hand_overs_past_their_memory_bound_are_read_back_instead(
     await sync.poll()
     stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
     assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()
+
+
+def test_a_hand_over_gives_the_same_batches_as_its_faces_added_one_by_one() -> None:
+    """The hand-over's columns are gathered a whole job at a time; faces of another
+    dimension in the same job, and embeddings that are not whole doubles, are handled as
+    :meth:`FaceGatherer.add` handles each one."""
+    faces = [StoredFace(0, 0, pack_doubles([0.1, 0.2, 0.3]), True, True),
+             StoredFace(0, 1, pack_doubles([0.3, -0.2, 0.1]), None, False),
+             StoredFace(1, 0, pack_doubles([1.0, 0.0, 0.0, 0.5]), False, False),
+             StoredFace(1, 1, b"\x00" * 12, None, False)]
+    for chosen in (faces[:2], faces):
+        stored = StoredFaces.of(9, "job-9", "video", 12.5, chosen)
+        one_by_one = FaceGatherer()
+        for face in chosen:
+            one_by_one.add(FaceKey(9, face.item_index, face.person_index), "job-9",
+                           face.packed, "video", 12.5, face.allowlisted, face.has_thumbnail)
+        expected = [(b.keys, b.job_ids, b.vectors.tolist(), b.kinds, b.received_at,
+                     b.allowlisted, b.has_thumbnail) for b in one_by_one.batches()]
+        got = [(b.keys, b.job_ids, b.vectors.tolist(), b.kinds, b.received_at,
+                b.allowlisted, b.has_thumbnail) for b in batches([stored])]
+        assert got == expected
+        assert sum(len(b.keys) for b in batches([stored])) == min(len(chosen), 3)
+
+
+def test_a_hand_over_lists_the_faces_in_the_order_the_read_back_gives() -> None:
+    """Person rows out of order (another program's payload) are handed over ordered by
+    item and person index, as the read back orders them."""
+    rows = [{"item_index": item, "person_index": person,
+             "face_embedding": pack_doubles([float(item), float(person), 1.0]),
+             "allowlisted": None, "face_thumbnail": None, "face_thumbnail_sealed": None}
+            for item, person in [(1, 0), (0, 1), (0, 0)]]
+    prepared = PreparedResult(job_id="job-o", status="finished", kind="image_batch",
+                              error=None, content_sha256="0" * 64, n_items=2,
+                              rows={"persons": rows})
+    stored = stored_faces(prepared, 3, datetime(2026, 1, 1, tzinfo=UTC))
+    assert list(zip(stored.item_indexes, stored.person_indexes, strict=True)) == [
+        (0, 0), (0, 1), (1, 0)]
+    assert stored.packed[2] == pack_doubles([1.0, 0.0, 1.0])

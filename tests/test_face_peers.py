@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from service.config import Settings
@@ -31,10 +32,17 @@ pytestmark = pytest.mark.anyio
 
 
 def a_hand_over() -> StoredFaces:
-    return StoredFaces(7, "video-x", "video", 1_700_000_000.25, [
+    return StoredFaces.of(7, "video-x", "video", 1_700_000_000.25, [
         StoredFace(0, 0, pack_doubles([0.1, 0.2, 0.3]), True, True),
         StoredFace(0, 1, pack_doubles([0.3, -0.2, 0.1]), None, False),
         StoredFace(2, 0, pack_doubles([1.0, 0.0, 0.0, 0.5]), False, False)])
+
+
+def uneven_columns() -> bytes:
+    """A message whose columns do not all have one entry per face."""
+    body = msgspec.msgpack.encode([5, 7, "video-x", "video", 0.0, [0, 0], [0], [b"", b""],
+                                   [None, None], [False, False]])
+    return len(body).to_bytes(4, "big") + body
 
 
 def test_a_hand_over_crosses_the_wire_unchanged() -> None:
@@ -113,7 +121,8 @@ async def test_a_socket_left_by_a_process_that_is_gone_is_removed(tmp_path: Path
     (peers_module.MAX_MESSAGE_BYTES + 1).to_bytes(4, "big"),
     (5).to_bytes(4, "big") + b"hello",
     encode(3, a_hand_over())[:4] + b"\x00" * (len(encode(3, a_hand_over())) - 4),
-], ids=["too-large", "not-msgpack", "not-a-hand-over"])
+    uneven_columns(),
+], ids=["too-large", "not-msgpack", "not-a-hand-over", "columns-of-different-lengths"])
 async def test_a_message_that_is_not_a_hand_over_closes_its_connection_undelivered(
         tmp_path: Path, sent: bytes) -> None:
     got: list[Any] = []

@@ -34,7 +34,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from service.faces.handoff import StoredFace, StoredFaces
+from service.faces.handoff import StoredFaces
 from service.tasks import LoopTask
 
 log = structlog.get_logger("service.faces")
@@ -63,7 +63,11 @@ class _Message(msgspec.Struct, array_like=True, frozen=True):
     job_id: str
     kind: str | None
     received_at: float
-    faces: list[tuple[int, int, bytes, bool | None, bool]]
+    item_indexes: list[int]
+    person_indexes: list[int]
+    packed: list[bytes]
+    allowlisted: list[bool | None]
+    has_thumbnail: list[bool]
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -73,19 +77,24 @@ _decode = msgspec.msgpack.Decoder(_Message).decode
 def encode(delivery_id: int, stored: StoredFaces) -> bytes:
     """A hand-over as one framed message."""
     body = _encode(_Message(delivery_id, stored.job_pk, stored.job_id, stored.kind,
-                            stored.received_at,
-                            [(f.item_index, f.person_index, f.packed, f.allowlisted,
-                              f.has_thumbnail) for f in stored.faces]))
+                            stored.received_at, stored.item_indexes, stored.person_indexes,
+                            stored.packed, stored.allowlisted, stored.has_thumbnail))
     return len(body).to_bytes(_HEADER, "big") + body
 
 
 def decode(body: bytes) -> tuple[int, StoredFaces]:
     """A message's body (without its length) as ``(delivery id, hand-over)``;
-    ``msgspec.ValidationError`` or ``msgspec.DecodeError`` when it is not one."""
+    ``msgspec.ValidationError`` or ``msgspec.DecodeError`` when it is not one (columns of
+    different lengths included)."""
     message = _decode(body)
-    return message.delivery_id, StoredFaces(
-        message.job_pk, message.job_id, message.kind, message.received_at,
-        [StoredFace(*face) for face in message.faces])
+    try:
+        stored = StoredFaces(message.job_pk, message.job_id, message.kind,
+                             message.received_at, message.item_indexes,
+                             message.person_indexes, message.packed, message.allowlisted,
+                             message.has_thumbnail)
+    except ValueError as exc:
+        raise msgspec.ValidationError(str(exc)) from None
+    return message.delivery_id, stored
 
 
 class Peers:

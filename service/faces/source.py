@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -112,6 +113,34 @@ class FaceGatherer:
         into.received_at.append(received_at)
         into.allowlisted.append(allowlisted)
         into.has_thumbnail.append(has_thumbnail)
+
+    def add_job(self, job_pk: int, job_id: str, kind: str | None, received_at: float,
+                item_indexes: Sequence[int], person_indexes: Sequence[int],
+                packed: Sequence[bytes], allowlisted: Sequence[bool | None],
+                has_thumbnail: Sequence[bool]) -> None:
+        """:meth:`add` for every face of one job, given as columns (a hand-over's): a whole
+        column at a time when all its embeddings have one dimension, as they usually do."""
+        lengths = set(map(len, packed))
+        if len(lengths) != 1:
+            for face in zip(item_indexes, person_indexes, packed, allowlisted, has_thumbnail,
+                            strict=True):
+                self.add(FaceKey(job_pk, face[0], face[1]), job_id, face[2], kind,
+                         received_at, face[3], face[4])
+            return
+        dimension, rest = divmod(lengths.pop(), 8)
+        if not dimension or rest:
+            return
+        into = self._columns.get(dimension)
+        if into is None:
+            into = self._columns[dimension] = _FaceColumns()
+        count = len(packed)
+        into.keys.extend(map(FaceKey, repeat(job_pk, count), item_indexes, person_indexes))
+        into.job_ids.extend(repeat(job_id, count))
+        into.packed.extend(packed)
+        into.kinds.extend(repeat(kind, count))
+        into.received_at.extend(repeat(received_at, count))
+        into.allowlisted.extend(allowlisted)
+        into.has_thumbnail.extend(has_thumbnail)
 
     def batches(self) -> list[FaceBatch]:
         return [into.batch(dimension) for dimension, into in self._columns.items()]
