@@ -24,7 +24,9 @@ from service.api.openapi import openapi
 from service.api.routes import api_routes
 from service.config import Settings, redact_credentials, redact_url
 from service.db import Database, describe_error
+from service.faces.remote import RemoteFaces
 from service.faces.runtime import FaceRuntime
+from service.faces.searching import Faces
 from service.health import healthz, readyz
 from service.http import ApiError, error_response, handle_api_error, unavailable
 from service.logging import configure_logging
@@ -97,7 +99,10 @@ async def _internal_error(_request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "internal error; see the service log")
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, face_process: bool = False) -> Starlette:
+    """The app. ``face_process``: its face index and people clustering live in ``serve``'s
+    face process (:mod:`service.faces.process`), which it asks and hands its jobs to; else in
+    this process."""
     settings.require_secret_or_unsigned()
     settings.require_encryption_key()
     metrics = Metrics()
@@ -121,9 +126,16 @@ def create_app(settings: Settings) -> Starlette:
             scheduler = RetentionScheduler(database.background, settings.encryption_keys,
                                            retention)
             scheduler.start()
-        faces = FaceRuntime(database.background, settings) if settings.face_index else None
-        if faces is not None:
-            faces.start()
+        runtime: FaceRuntime | None = None
+        faces: Faces | None = None
+        remote: RemoteFaces | None = None
+        if settings.face_index and face_process:
+            faces = remote = RemoteFaces.for_settings(database.background, settings)
+            await remote.start()
+        elif settings.face_index:
+            runtime = FaceRuntime(database.background, settings)
+            runtime.start()
+            faces = runtime.sync
         upstream = Upstream.from_settings(settings) if settings.reconcile else None
         reconciler = None
         if upstream is not None:
@@ -143,8 +155,8 @@ def create_app(settings: Settings) -> Starlette:
                 "metrics": metrics,
                 "protector": protector,
                 "keyring": settings.encryption_keys,
-                "faces": None if faces is None else faces.sync,
-                "people_ready": None if faces is None else faces.people_ready,
+                "faces": faces,
+                "people_ready": None if runtime is None else runtime.people_ready,
                 "upstream": upstream,
             }
         finally:
@@ -152,8 +164,10 @@ def create_app(settings: Settings) -> Starlette:
                 await reconciler.stop()
             if upstream is not None:
                 await upstream.close()
-            if faces is not None:
-                await faces.stop()
+            if runtime is not None:
+                await runtime.stop()
+            if remote is not None:
+                await remote.stop()
             if scheduler is not None:
                 await scheduler.stop()
             await database.dispose()
@@ -180,6 +194,6 @@ def app_from_env() -> Starlette:
     """The uvicorn factory: settings from the environment, logging, the app."""
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, face_process=settings.face_process)
     garbage.tune_for_serving()
     return app

@@ -184,10 +184,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("service.serving", host=args.host, port=args.port, workers=args.workers,
              database=redact_url(settings.database_url), secrets_source=settings.secrets_source,
              keys_source=settings.keys_source, privacy=settings.biometric_policy.describe())
-    uvicorn.run("service.app:app_from_env", factory=True, **uvicorn_options(
-        host=args.host, port=args.port, workers=args.workers,
-        forwarded_allow_ips=settings.forwarded_allow_ips, root_path=settings.root_path,
-        graceful_timeout=args.graceful_timeout, keep_alive=args.keep_alive))
+    face_process = None
+    if settings.face_index and settings.face_process:
+        from service.faces.process import FaceProcess, sockets_fit
+
+        if sockets_fit(settings):
+            face_process = FaceProcess()
+            face_process.start()
+        else:  # the workers keep the index themselves, as with RECEIVER_FACE_PROCESS=false
+            log.warning("faces.process_unavailable", reason="the data folder's path is too "
+                        "long for a Unix socket; each worker keeps its own face index")
+            os.environ[PREFIX + "FACE_PROCESS"] = "false"
+    try:
+        uvicorn.run("service.app:app_from_env", factory=True, **uvicorn_options(
+            host=args.host, port=args.port, workers=args.workers,
+            forwarded_allow_ips=settings.forwarded_allow_ips, root_path=settings.root_path,
+            graceful_timeout=args.graceful_timeout, keep_alive=args.keep_alive))
+    finally:
+        if face_process is not None:
+            face_process.stop()
     return 0
 
 

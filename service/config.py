@@ -90,6 +90,9 @@ class Settings:
     retain_jobs_days: int | None = None
     # This process keeps the face index (search) and may lead the people clustering.
     face_index: bool = True
+    # serve: the index and the people clustering in one face process beside the workers
+    # (service.faces.process) rather than in every worker.
+    face_process: bool = True
     # Reconciliation with the analysis API (service.reconcile): off while upstream_url is None.
     upstream_url: str | None = None
     upstream_token: str | None = field(default=None, repr=False)
@@ -227,6 +230,9 @@ class Settings:
         raw_face_index = get("FACE_INDEX")
         face_index = (True if raw_face_index is None or not raw_face_index.strip()
                       else _parse_bool(raw_face_index, "FACE_INDEX", problems))
+        raw_face_process = get("FACE_PROCESS")
+        face_process = (True if raw_face_process is None or not raw_face_process.strip()
+                        else _parse_bool(raw_face_process, "FACE_PROCESS", problems))
 
         upstream_url = _parse_url(get("UPSTREAM_URL"), "UPSTREAM_URL", problems)
         public_url = _parse_url(get("PUBLIC_URL"), "PUBLIC_URL", problems)
@@ -267,6 +273,7 @@ class Settings:
             retain_biometrics_days=retain_biometrics,
             retain_jobs_days=retain_jobs,
             face_index=face_index,
+            face_process=face_process,
             upstream_url=upstream_url,
             upstream_token=upstream_token,
             public_url=public_url,

@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from service import ingest, payloads
 from service.db import UNAVAILABLE_ERRORS, Database, describe_error
 from service.faces.handoff import stored_faces
-from service.faces.sync import FaceSync
+from service.faces.searching import Faces
 from service.http import ApiError, encode_json, unavailable
 from service.metrics import Metrics
 from service.models import utcnow
@@ -149,7 +149,7 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
         log.error("webhook.database_unavailable", job_id=prepared.job_id,
                   **describe_error(exc))
         raise unavailable() from None
-    faces: FaceSync | None = request.state.faces
+    faces: Faces | None = request.state.faces
     if faces is not None and stored.job_pk is not None:
         faces.stored_here(stored.delivery_id,
                           stored_faces(prepared, stored.job_pk, delivery.received_at))

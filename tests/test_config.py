@@ -479,18 +479,20 @@ def test_retention_that_is_not_a_positive_whole_number_is_an_error_naming_the_va
     assert error.problems[0].startswith(f"RECEIVER_{name}: {value!r} is not a positive whole")
 
 
+@pytest.mark.parametrize("name", ["FACE_INDEX", "FACE_PROCESS"])
 @pytest.mark.parametrize(("value", "expected"), [(None, True), ("", True), ("true", True),
                                                ("on", True), ("false", False), ("off", False)])
-def test_face_index_is_on_unless_set_to_false(sqlite_env: dict[str, str], value: str | None,
-                                              expected: bool) -> None:
-    environ = dict(sqlite_env) if value is None else {**sqlite_env, "RECEIVER_FACE_INDEX": value}
-    assert Settings.from_env(environ).face_index is expected
+def test_face_index_and_face_process_are_on_unless_set_to_false(
+        sqlite_env: dict[str, str], name: str, value: str | None, expected: bool) -> None:
+    environ = dict(sqlite_env) if value is None else {**sqlite_env, f"RECEIVER_{name}": value}
+    assert getattr(Settings.from_env(environ), name.lower()) is expected
 
 
-def test_face_index_that_is_not_a_boolean_is_an_error_naming_the_variable(
-        sqlite_env: dict[str, str]) -> None:
-    error = config_error({**sqlite_env, "RECEIVER_FACE_INDEX": "maybe"})
-    assert error.problems == ["RECEIVER_FACE_INDEX: 'maybe' is not a boolean (true/false)"]
+@pytest.mark.parametrize("name", ["FACE_INDEX", "FACE_PROCESS"])
+def test_face_switches_that_are_not_booleans_are_errors_naming_the_variable(
+        sqlite_env: dict[str, str], name: str) -> None:
+    error = config_error({**sqlite_env, f"RECEIVER_{name}": "maybe"})
+    assert error.problems == [f"RECEIVER_{name}: 'maybe' is not a boolean (true/false)"]
 
 
 # --- every problem at once -----------------------------------------------------------------

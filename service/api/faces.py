@@ -27,7 +27,7 @@ from service.api.jobs import job_id_param
 from service.api.persons import _index as person_index_param
 from service.faces import source
 from service.faces.index import FaceFilter, InvalidVector, normalized
-from service.faces.sync import FaceSync
+from service.faces.searching import Faces
 from service.http import ApiError, JSONResponse
 from service.vocabulary import JOB_KINDS
 
@@ -50,16 +50,21 @@ class SearchRequest:
     exact: bool
 
 
-def face_sync(request: Request) -> FaceSync:
-    """This process's face index, ready; else the 503 that says why not."""
-    faces: FaceSync | None = request.state.faces
+def face_sync(request: Request) -> Faces:
+    """The face index this process searches (its own, or the face process's), unless it is
+    known to be loading; else the 503 that says why not."""
+    faces: Faces | None = request.state.faces
     if faces is None:
         raise ApiError(503, "face_index_off", "this process keeps no face index "
                        "(RECEIVER_FACE_INDEX=false); ask a replica that does")
     if not faces.ready:
-        raise ApiError(503, "index_loading", "the face index is loading; retry shortly",
-                       headers={"Retry-After": "2"})
+        raise _loading()
     return faces
+
+
+def _loading() -> ApiError:
+    return ApiError(503, "index_loading", "the face index is loading; retry shortly",
+                    headers={"Retry-After": "2"})
 
 
 def _number(value: Any) -> bool:
@@ -153,7 +158,7 @@ def parse_search(body: bytes) -> SearchRequest:
                          _similarity(document.get("min_similarity")), where, exact)
 
 
-async def find_similar(faces: FaceSync, search: SearchRequest) -> list[dict[str, Any]]:
+async def find_similar(faces: Faces, search: SearchRequest) -> list[dict[str, Any]]:
     """The faces nearest the search's embedding or person, best first, at most ``k``: each
     hit's details as the database has them now (``has_thumbnail`` among them) and its
     ``similarity``. Raises the 404 or 422 of a person that is not there or has no
@@ -179,12 +184,15 @@ async def find_similar(faces: FaceSync, search: SearchRequest) -> list[dict[str,
         query = normalized(vector)
     except InvalidVector as exc:
         raise params.invalid(name, str(exc)) from None
-    if search.person is None and not faces.index.has_dimension(len(query)):
+    answer = await faces.search(query, search.k + _SPARE_HITS, where=search.where,
+                                min_similarity=search.min_similarity, exclude=exclude,
+                                exact=search.exact, dimension_required=search.person is None)
+    if answer.state == "loading":
+        raise _loading()
+    if answer.state == "no_dimension":
         raise params.invalid("embedding", f"no indexed face has {len(query)} dimensions",
-                             dimensions=faces.index.dimensions)
-    hits = faces.index.search(query, search.k + _SPARE_HITS, where=search.where,
-                              min_similarity=search.min_similarity, exclude=exclude,
-                              exact=search.exact)
+                             dimensions=answer.dimensions)
+    hits = answer.hits
     details = await faces.database.run_read(source.hit_details, faces.keyring,
                                             [hit.key for hit in hits])
     data = []

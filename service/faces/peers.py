@@ -34,6 +34,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
+from service.faces.framing import MessageTooLarge, frame, read_frame
 from service.faces.handoff import StoredFaces
 from service.tasks import LoopTask
 
@@ -46,7 +47,6 @@ MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 MAX_SOCKET_PATH = 107
 """Unix socket paths are limited to 107 bytes on Linux: a data folder deeper than 76 bytes
 leaves the process without peers (its jobs are read back by the others, as before)."""
-_HEADER = 4
 
 Receive = Callable[[int, StoredFaces], None]
 
@@ -79,7 +79,7 @@ def encode(delivery_id: int, stored: StoredFaces) -> bytes:
     body = _encode(_Message(delivery_id, stored.job_pk, stored.job_id, stored.kind,
                             stored.received_at, stored.item_indexes, stored.person_indexes,
                             stored.packed, stored.allowlisted, stored.has_thumbnail))
-    return len(body).to_bytes(_HEADER, "big") + body
+    return frame(body)
 
 
 def decode(body: bytes) -> tuple[int, StoredFaces]:
@@ -101,11 +101,12 @@ class Peers:
     """This process's socket, and its connections to the other processes' sockets in
     ``folder``. ``receive`` is called on the event loop with each hand-over a peer sends."""
 
-    def __init__(self, folder: Path, receive: Receive, *,
+    def __init__(self, folder: Path, receive: Receive | None, *,
                  rescan_seconds: float = RESCAN_SECONDS) -> None:
         self.folder = folder
         self.path = folder / f"{secrets.token_hex(4)}.sock"
         self._receive = receive
+        """None: this process only sends (it keeps no index), so it has no socket."""
         self._rescan_seconds = rescan_seconds
         self._server: asyncio.AbstractServer | None = None
         self._writers: dict[Path, asyncio.StreamWriter] = {}
@@ -127,8 +128,10 @@ class Peers:
         try:
             self.folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.folder.mkdir(mode=0o700, exist_ok=True)
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-            os.chmod(self.path, 0o600)
+            if self._receive is not None:
+                self._server = await asyncio.start_unix_server(self._serve,
+                                                               path=str(self.path))
+                os.chmod(self.path, 0o600)
         except OSError as exc:
             log.warning("faces.peers_unavailable", error_type=type(exc).__name__)
             return False
@@ -198,19 +201,19 @@ class Peers:
             self._handlers.add(task)
         try:
             while True:
-                header = await reader.readexactly(_HEADER)
-                size = int.from_bytes(header, "big")
-                if size > MAX_MESSAGE_BYTES:
-                    log.warning("faces.peer_message_refused", reason="too large", size=size)
+                try:
+                    body = await read_frame(reader, MAX_MESSAGE_BYTES)
+                except MessageTooLarge as exc:
+                    log.warning("faces.peer_message_refused", reason="too large", size=exc.size)
                     return
-                body = await reader.readexactly(size)
                 try:
                     delivery_id, stored = decode(body)
                 except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
                     log.warning("faces.peer_message_refused", reason="not a hand-over")
                     return
                 self.received += 1
-                self._receive(delivery_id, stored)
+                if self._receive is not None:
+                    self._receive(delivery_id, stored)
         except (asyncio.IncompleteReadError, ConnectionError):
             return  # the peer went away
         finally:

@@ -46,8 +46,9 @@ from service.db import UNAVAILABLE_ERRORS, Database, describe_error
 from service.faces import handoff, snapshot, source
 from service.faces import index as face_index
 from service.faces.handoff import StoredFaces
-from service.faces.index import FaceIndex, FaceKey, Vectors
+from service.faces.index import FaceFilter, FaceIndex, FaceKey, Vectors
 from service.faces.peers import Peers
+from service.faces.searching import SearchAnswer, answer
 from service.privacy.keys import Keyring
 
 log = structlog.get_logger("service.faces")
@@ -222,6 +223,14 @@ class FaceSync:
                   seconds=round(took, 3), next_in=round(self._snapshot_interval, 1))
 
     # --- the tailer --------------------------------------------------------------------------
+
+    async def search(self, query: Vectors, k: int, *, where: FaceFilter,
+                     min_similarity: float | None, exclude: FaceKey | None, exact: bool,
+                     dimension_required: bool) -> SearchAnswer:
+        """A search of this process's index (:class:`service.faces.searching.Faces`)."""
+        return answer(self.index, self.ready, query, k, where=where,
+                      min_similarity=min_similarity, exclude=exclude, exact=exact,
+                      dimension_required=dimension_required)
 
     def stored_here(self, delivery_id: int, faces: StoredFaces) -> None:
         """Take the faces of a job whose first delivery ``delivery_id`` this process has just

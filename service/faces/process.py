@@ -1,0 +1,277 @@
+"""The face process of ``serve``: one process beside the HTTP workers that holds the face index
+and clusters people, so that the workers' interpreters only receive, store and answer.
+
+Why: with the index in every worker, each worker added every face to its own copy, and the
+leading worker also assigned them to people, all under the interpreter lock its requests
+need. On SQLite (one worker) that cost 10-13% of typical-payload throughput with the worker
+at 100% of one core (bench/PROFILE.md, section 7); on PostgreSQL the index was built once per
+worker. Here it is built once per ``serve``, on whatever core is free.
+
+What it runs: the same :class:`service.faces.runtime.FaceRuntime` a worker ran (the start-up
+load from the snapshot or the tables, the tailer, the hand-overs received over the peers'
+sockets, people clustering when it leads), plus :class:`SearchServer`, which answers the
+workers' searches (:mod:`service.faces.remote`) on a socket of its own in
+``<data folder>/face-search/<digest of the database URL>/`` (folder 0700, socket 0600).
+
+:class:`FaceProcess` is what ``serve`` uses: it starts ``python -m service.faces.process``,
+starts it again when it fails (after 1 s, doubling up to 30 s while it keeps failing at
+start; not after a SIGTERM, which is a deliberate stop: serve's process group being stopped,
+or an operator), and stops it (SIGTERM, then SIGKILL after :data:`STOP_WAIT_SECONDS`) once
+the workers have stopped. The process ignores SIGINT (a Ctrl-C reaches the whole group; serve
+stops it after its workers), and stops by itself, saving its snapshot, within a second of its
+parent being gone (uvicorn ends ``serve`` by re-raising the signal that stopped it).
+``RECEIVER_FACE_PROCESS=false`` keeps the index in every worker instead (as any program that
+builds the app with :func:`service.app.create_app` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import structlog
+
+from service import garbage
+from service.config import Settings, redact_url
+from service.db import Database
+from service.faces.framing import MessageTooLarge, frame, read_frame
+from service.faces.index import FaceKey, InvalidVector, normalized
+from service.faces.peers import MAX_SOCKET_PATH
+from service.faces.peers import folder_for as peers_folder_for
+from service.faces.remote import (
+    MAX_CALL_BYTES,
+    SearchCall,
+    decode_call,
+    encode_reply,
+    filter_of,
+    folder_for,
+    query_of,
+    reply_of,
+)
+from service.faces.runtime import FaceRuntime
+from service.faces.searching import Faces, SearchAnswer
+from service.logging import configure_logging
+from service.privacy.startup import check_at_start
+
+log = structlog.get_logger("service.faces")
+
+PARENT_CHECK_SECONDS = 1.0
+RESTART_FIRST_SECONDS = 1.0
+RESTART_MAX_SECONDS = 30.0
+STARTED_FOR_SECONDS = 60.0
+"""A process that ran this long before exiting is restarted after the first delay again."""
+STOP_WAIT_SECONDS = 15.0
+MAX_K = 1000
+
+
+class SearchServer:
+    """Answers the searches of the workers (:class:`service.faces.remote.RemoteFaces`) from
+    ``faces``: one call per connection."""
+
+    def __init__(self, folder: Path, faces: Faces) -> None:
+        self.folder = folder
+        self.path = folder / f"{secrets.token_hex(4)}.sock"
+        self._faces = faces
+        self._server: asyncio.AbstractServer | None = None
+        self.answered = 0
+
+    async def start(self) -> bool:
+        """Listen; False when the socket cannot be made (the workers' searches then answer
+        503 until it can)."""
+        if len(str(self.path)) > MAX_SOCKET_PATH:
+            log.warning("faces.search_socket_unavailable",
+                        reason="the data folder's path is too long for a Unix socket")
+            return False
+        try:
+            self.folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.folder.mkdir(mode=0o700, exist_ok=True)
+            for stale in self.folder.glob("*.sock"):
+                await _remove_if_dead(stale)
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+            os.chmod(self.path, 0o600)
+        except OSError as exc:
+            log.warning("faces.search_socket_unavailable", error_type=type(exc).__name__)
+            return False
+        return True
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            call = decode_call(await read_frame(reader, MAX_CALL_BYTES))
+            found = await self._answer(call)
+            writer.write(frame(encode_reply(reply_of(found))))
+            await writer.drain()
+            self.answered += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker went away
+        except (MessageTooLarge, msgspec.DecodeError, msgspec.ValidationError,
+                InvalidVector, ValueError) as exc:
+            log.warning("faces.search_call_refused", error_type=type(exc).__name__)
+        finally:
+            writer.close()
+
+    async def _answer(self, call: SearchCall) -> SearchAnswer:
+        if not 1 <= call.k <= MAX_K:
+            raise ValueError("k out of range")
+        return await self._faces.search(
+            normalized(query_of(call)), call.k, where=filter_of(call),
+            min_similarity=call.min_similarity,
+            exclude=None if call.exclude is None else FaceKey(*call.exclude),
+            exact=call.exact, dimension_required=call.dimension_required)
+
+
+async def _remove_if_dead(path: Path) -> None:
+    """Remove a socket that no process listens on any more (its process was killed)."""
+    try:
+        _, writer = await asyncio.open_unix_connection(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return
+    except OSError:
+        return
+    writer.close()
+
+
+# --- the process -----------------------------------------------------------------------------
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """The face process's life: the runtime and the search socket, until ``stop`` is set."""
+    database = Database.from_settings(settings)
+    try:
+        await check_at_start(database, settings.biometric_policy, settings.encryption_keys)
+        faces = FaceRuntime(database.background, settings)
+        faces.start()
+        server = SearchServer(folder_for(settings.data_dir, redact_url(settings.database_url)),
+                              faces.sync)
+        await server.start()
+        log.info("faces.process_started", pid=os.getpid(), socket=str(server.path))
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+            await faces.stop()
+    finally:
+        await database.dispose()
+    log.info("faces.process_stopped", pid=os.getpid())
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # A Ctrl-C at the terminal reaches the whole group: serve stops its workers and then
+    # this process (or this process sees serve gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    async def watch_parent() -> None:
+        while True:
+            await asyncio.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent:
+                break
+        log.info("faces.process_parent_gone")
+        stop.set()
+
+    watcher = asyncio.create_task(watch_parent(), name="face-process-parent")
+    try:
+        await run(settings, stop)
+    finally:
+        watcher.cancel()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    garbage.tune_for_serving()
+    asyncio.run(_main(settings))
+
+
+# --- serve's side ----------------------------------------------------------------------------
+
+def sockets_fit(settings: Settings) -> bool:
+    """Whether the face process's sockets fit the data folder (Unix socket paths are limited
+    to :data:`~service.faces.peers.MAX_SOCKET_PATH` bytes)."""
+    name = redact_url(settings.database_url)
+    longest = max(len(str(folder_for(settings.data_dir, name))),
+                  len(str(peers_folder_for(settings.data_dir, name))))
+    return longest + len("/0123abcd.sock") <= MAX_SOCKET_PATH
+
+
+class FaceProcess:
+    """The face process of one ``serve``: started, kept running, stopped."""
+
+    def __init__(self, command: list[str] | None = None) -> None:
+        self.command = command or [sys.executable, "-m", "service.faces.process"]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._keeper: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._spawn()
+        self._keeper = threading.Thread(target=self._keep, name="face-process", daemon=True)
+        self._keeper.start()
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self.process = subprocess.Popen(self.command)  # noqa: S603
+            self.starts += 1
+        log.info("faces.process_spawned", pid=self.process.pid, starts=self.starts)
+
+    def _keep(self) -> None:
+        delay = RESTART_FIRST_SECONDS
+        while not self._stopping.is_set():
+            process = self.process
+            assert process is not None
+            started = time.monotonic()
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            if code in (0, -signal.SIGTERM):  # asked to stop (serve's own group stopping)
+                log.info("faces.process_stopped_by_signal", code=code)
+                return
+            ran = time.monotonic() - started
+            delay = RESTART_FIRST_SECONDS if ran >= STARTED_FOR_SECONDS else delay
+            log.error("faces.process_exited", code=code, restart_in_seconds=delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(RESTART_MAX_SECONDS, delay * 2)
+            self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.error("faces.process_killed", pid=process.pid)
+                process.kill()
+                process.wait()
+        if self._keeper is not None:
+            self._keeper.join(STOP_WAIT_SECONDS)
+
+
+if __name__ == "__main__":
+    main()
