@@ -8,7 +8,6 @@ import asyncio
 import os
 import random
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,30 +17,16 @@ import numpy as np
 import pytest
 
 from service.config import Settings
-from service.faces.index import FaceBatch, FaceFilter, FaceIndex, FaceKey, Vectors, normalized
+from service.faces.index import FaceBatch, FaceFilter, FaceIndex, FaceKey, normalized
 from service.faces.peers import MAX_SOCKET_PATH
 from service.faces.process import SearchServer, sockets_fit
 from service.faces.remote import RemoteFaces
-from service.faces.searching import SearchAnswer, answer
-from tests.support.server import run_cli, serve
+from service.faces.searching import SearchAnswer
+from service.faces.sync import FaceSync
+from tests.support.server import run_cli, serve, wait_until
 from tests.support.signing import SECRET, encode, signed_headers
 
 DIMENSION = 8
-
-
-class IndexHere:
-    """Searches answered from an index in this process, as FaceSync answers them."""
-
-    def __init__(self, index: FaceIndex) -> None:
-        self.index = index
-        self.ready = True
-
-    async def search(self, query: Vectors, k: int, *, where: FaceFilter,
-                     min_similarity: float | None, exclude: FaceKey | None, exact: bool,
-                     dimension_required: bool) -> SearchAnswer:
-        return answer(self.index, self.ready, query, k, where=where,
-                      min_similarity=min_similarity, exclude=exclude, exact=exact,
-                      dimension_required=dimension_required)
 
 
 def an_index(faces: int = 300) -> FaceIndex:
@@ -57,8 +42,11 @@ def an_index(faces: int = 300) -> FaceIndex:
 
 
 @pytest.fixture
-async def remote(tmp_path: Path) -> AsyncIterator[tuple[RemoteFaces, IndexHere, SearchServer]]:
-    here = IndexHere(an_index())
+async def remote(tmp_path: Path) -> AsyncIterator[tuple[RemoteFaces, FaceSync, SearchServer]]:
+    """A face process's search socket over ``here``: an index in this process, ready (its
+    tailer is never started)."""
+    here = FaceSync(None, None, tmp_path / "unused.snapshot", "test")  # type: ignore[arg-type]
+    here.index, here.ready = an_index(), True
     server = SearchServer(tmp_path / "face-search" / "db", here)
     assert await server.start()
     faces = RemoteFaces(None, None, server.folder, tmp_path / "face-peers" / "db")  # type: ignore[arg-type]
@@ -84,7 +72,7 @@ SEARCHES: list[dict[str, Any]] = [
 @pytest.mark.parametrize("search", SEARCHES, ids=["plain", "kind-exclude-exact",
                                                    "filters-min", "min-high"])
 async def test_a_search_through_the_face_process_gives_exactly_what_its_index_gives(
-        remote: tuple[RemoteFaces, IndexHere, SearchServer], search: dict[str, Any]) -> None:
+        remote: tuple[RemoteFaces, FaceSync, SearchServer], search: dict[str, Any]) -> None:
     faces, here, server = remote
     rng = random.Random(7)
     for _ in range(5):
@@ -98,7 +86,7 @@ async def test_a_search_through_the_face_process_gives_exactly_what_its_index_gi
 
 @pytest.mark.anyio
 async def test_an_unknown_dimension_and_a_loading_index_cross_the_socket_as_such(
-        remote: tuple[RemoteFaces, IndexHere, SearchServer]) -> None:
+        remote: tuple[RemoteFaces, FaceSync, SearchServer]) -> None:
     faces, here, _ = remote
     plain: dict[str, Any] = {"where": FaceFilter(), "min_similarity": None, "exclude": None,
                              "exact": False}
@@ -130,7 +118,7 @@ async def test_without_a_face_process_answering_a_search_answers_loading(
                                   b"\x00\x00\x00\x01\x90"],
                          ids=["not-msgpack", "too-large", "not-a-search"])
 async def test_a_call_that_is_not_a_search_is_refused_and_the_process_keeps_answering(
-        remote: tuple[RemoteFaces, IndexHere, SearchServer], sent: bytes) -> None:
+        remote: tuple[RemoteFaces, FaceSync, SearchServer], sent: bytes) -> None:
     faces, _, server = remote
     reader, writer = await asyncio.open_unix_connection(str(server.path))
     writer.write(sent)
@@ -178,17 +166,6 @@ def face_processes(parent: int) -> list[int]:
     return found
 
 
-def wait_for(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.2)
-
-
 def similar(server_url: str, headers: dict[str, str], job_id: str) -> Any:
     response = httpx.get(f"{server_url}/v1/jobs/{job_id}/persons/0/0/similar?k=5",
                          headers=headers, timeout=10)
@@ -216,23 +193,24 @@ def test_serve_searches_and_clusters_people_in_its_face_process_and_restarts_it(
         token = run_cli("tokens", "create", "--name", "faces", "--scope", "read", cwd=tmp_path,
                         env=env).stdout.strip()
         headers = {"Authorization": f"Bearer {token}"}
-        (pid,) = wait_for(lambda: face_processes(server.process.pid))
+        (pid,) = wait_until(lambda: face_processes(server.process.pid), "the face process")
         jobs = [f"image_batch_fp_{database}_{i}" for i in range(6)]
         for i, job_id in enumerate(jobs):  # the same face in every job, a stranger beside it
             deliver_over_http(server.url, a_job(job_id, [face, [0.0, 0.0, (-1) ** i, 0.1]]))
-        found = wait_for(lambda: (hits := similar(server.url, headers, jobs[0]))
-                         and len(hits) == 5 and hits)
+        found = wait_until(lambda: (hits := similar(server.url, headers, jobs[0]))
+                           and len(hits) == 5 and hits, "the five other jobs' faces")
         assert {hit["job_id"] for hit in found} == set(jobs[1:])
         assert all(hit["similarity"] > 0.999 for hit in found)
-        people = wait_for(lambda: httpx.get(f"{server.url}/v1/people?min_appearances=6",
-                                            headers=headers).json()["data"])
+        people = wait_until(lambda: httpx.get(f"{server.url}/v1/people?min_appearances=6",
+                                              headers=headers).json()["data"], "the person")
         assert len(people) == 1
 
         os.kill(pid, signal.SIGKILL)  # serve starts another one
-        (again,) = wait_for(lambda: [p for p in face_processes(server.process.pid)
-                                     if p != pid])
-        assert wait_for(lambda: similar(server.url, headers, jobs[0])) == found
+        (again,) = wait_until(lambda: [p for p in face_processes(server.process.pid)
+                                       if p != pid], "a new face process")
+        assert wait_until(lambda: similar(server.url, headers, jobs[0]),
+                          "searches again") == found
         logs = "\n".join(server.log_lines())
         assert "faces.process_exited" in logs
         assert again != pid
-    wait_for(lambda: not Path(f"/proc/{again}").exists(), timeout=20)
+    wait_until(lambda: not Path(f"/proc/{again}").exists(), "the face process to stop", 20)

@@ -8,7 +8,6 @@ violation, fits a phone's width, and is saved as a screenshot at desktop and pho
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +25,7 @@ from tests.support.browser import (
 )
 from tests.support.explorer import XSS_JOB_ID, XSS_TEXT, showcase_video, xss_payloads
 from tests.support.keys import TEST_KEY_LINE
-from tests.support.server import run_cli, serve
+from tests.support.server import run_cli, serve, wait_until
 from tests.support.signing import SECRET, encode, example, signed_headers
 
 pytestmark = pytest.mark.slow
@@ -47,14 +46,7 @@ def _deliver(base: str, document: dict[str, Any]) -> None:
 
 
 def _wait_for(check: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    return wait_until(check, what, WAIT_SECONDS)
 
 
 def _sign_in(page: Any, base: str, token: str) -> None:

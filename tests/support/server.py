@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -17,6 +18,7 @@ from tests.support import log_scan
 from tests.support.postgres import free_port
 
 BIN = Path(sys.executable).parent / "results-receiver"
+T = TypeVar("T")
 
 
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -88,3 +90,16 @@ def serve(*args: str, env: Mapping[str, str] | None = None, cwd: Path,
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def wait_until(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    """What ``check()`` returns once it is truthy (asked every 0.2 s); an AssertionError
+    naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
