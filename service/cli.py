@@ -82,7 +82,7 @@ def ensure_secret(settings: Settings) -> Settings:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(secrets.token_urlsafe(32) + "\n")
+        handle.write(new_webhook_secret() + "\n")
     log.warning("webhook.secret_created", path=str(path))
     print(
         f"No {PREFIX}WEBHOOK_SECRETS set: created a webhook secret in {path} (mode 0600).\n"
@@ -264,11 +264,20 @@ async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- secret ----------------------------------------------------------------------------------
 
+def new_webhook_secret() -> str:
+    """32 random bytes as URL-safe base64 (43 characters), never starting with ``-``: such a
+    secret, given as ``send-test --secret S``, would be read as an option."""
+    while True:
+        secret = secrets.token_urlsafe(32)
+        if not secret.startswith("-"):
+            return secret
+
+
 def cmd_secret(args: argparse.Namespace) -> int:
     if args.format == "whsec":
         print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
     else:
-        print(secrets.token_urlsafe(32))
+        print(new_webhook_secret())
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from service.cli import new_webhook_secret
 from service.config import ConfigError, Settings
 
 SECRET = "s3cret-Value-42-long-enough"
@@ -516,3 +517,13 @@ def test_several_problems_are_reported_together_in_one_config_error() -> None:
         assert sum(f"RECEIVER_{name}:" in problem for problem in error.problems) == 1, name
     assert SECRET not in message_of(error)
     assert "hunter2" not in message_of(error)
+
+
+def test_generated_webhook_secrets_never_start_with_a_dash_so_they_pass_as_cli_arguments(
+) -> None:
+    """``send-test URL --secret S`` reads a secret starting with ``-`` as an option; one
+    URL-safe secret in 64 would start so."""
+    drawn = [new_webhook_secret() for _ in range(2000)]
+    assert not [secret for secret in drawn if secret.startswith("-")]
+    assert len(set(drawn)) == len(drawn)
+    assert all(len(secret) == 43 for secret in drawn)
