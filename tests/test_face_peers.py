@@ -191,3 +191,26 @@ async def test_a_job_stored_by_one_process_reaches_the_others_index_without_a_re
     from_database.add_batches(found.batches)
     assert held == rows_of(from_database, pks)  # type: ignore[arg-type]
     assert len(held) == 6
+
+
+async def test_stopping_peers_with_open_connections_reports_no_error_to_the_event_loop(
+        tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        folder = tmp_path / "face-peers"
+        a = Peers(folder, lambda i, s: None, rescan_seconds=3600)
+        b = Peers(folder, lambda i, s: None, rescan_seconds=3600)
+        assert await a.start()
+        assert await b.start()
+        await a.rescan()
+        await wait_for(lambda: a.connected == 1 and b.connected == 1)
+        await asyncio.sleep(0.1)  # both serve each other's connection
+        await b.stop()
+        await a.stop()
+        await asyncio.sleep(0.1)
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []

@@ -216,6 +216,10 @@ class Peers:
                     self._receive(delivery_id, stored)
         except (asyncio.IncompleteReadError, ConnectionError):
             return  # the peer went away
+        except asyncio.CancelledError:
+            # Cancelled by stop(). Ended here rather than re-raised: asyncio's server logs a
+            # handler task that ends cancelled as an "Exception in callback" (Python 3.11).
+            return
         finally:
             writer.close()
             if task is not None:
