@@ -8,6 +8,8 @@ import asyncio
 import os
 import random
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,8 @@ from service.faces.process import SearchServer, sockets_fit
 from service.faces.remote import RemoteFaces
 from service.faces.searching import SearchAnswer
 from service.faces.sync import FaceSync
-from tests.support.server import run_cli, serve, wait_until
+from tests.support.keys import TEST_KEY_LINE
+from tests.support.server import cli_env, run_cli, serve, wait_until
 from tests.support.signing import SECRET, encode, signed_headers
 
 DIMENSION = 8
@@ -216,3 +219,17 @@ def test_serve_searches_and_clusters_people_in_its_face_process_and_restarts_it(
         assert "faces.process_exited" in logs
         assert again != pid
     wait_until(lambda: not Path(f"/proc/{again}").exists(), "the face process to stop", 20)
+
+
+def test_a_face_process_whose_serve_is_already_gone_stops_at_once(tmp_path: Path) -> None:
+    """``serve`` passes its pid: a face process that starts after its ``serve`` was killed (a
+    kill during start-up) stops instead of running on with no one to stop it."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    env = cli_env({"RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db",
+                   "RECEIVER_WEBHOOK_SECRETS": SECRET, "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE})
+    done = subprocess.run([sys.executable, "-m", "service.faces.process", str(gone.pid)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "faces.process_parent_gone" in done.stdout + done.stderr
+    assert not (tmp_path / "face-search").exists()

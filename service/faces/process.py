@@ -171,14 +171,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     log.info("faces.process_stopped", pid=os.getpid())
 
 
-async def _main(settings: Settings) -> None:
+async def _main(settings: Settings, parent: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # A Ctrl-C at the terminal reaches the whole group: serve stops its workers and then
     # this process (or this process sees serve gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
 
     async def watch_parent() -> None:
         while True:
@@ -195,11 +194,19 @@ async def _main(settings: Settings) -> None:
         watcher.cancel()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """``python -m service.faces.process [PARENT_PID]``: PARENT_PID is the ``serve`` that
+    started it (its parent by default). Compared from the first instant: a ``serve`` killed
+    while this process was still starting must not leave it running."""
+    args = sys.argv[1:] if argv is None else argv
+    parent = int(args[0]) if args else os.getppid()
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
+    if os.getppid() != parent:
+        log.info("faces.process_parent_gone")
+        return
     garbage.tune_for_serving()
-    asyncio.run(_main(settings))
+    asyncio.run(_main(settings, parent))
 
 
 # --- serve's side ----------------------------------------------------------------------------
@@ -217,7 +224,8 @@ class FaceProcess:
     """The face process of one ``serve``: started, kept running, stopped."""
 
     def __init__(self, command: list[str] | None = None) -> None:
-        self.command = command or [sys.executable, "-m", "service.faces.process"]
+        self.command = command or [sys.executable, "-m", "service.faces.process",
+                                   str(os.getpid())]
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._stopping = threading.Event()
