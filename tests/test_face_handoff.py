@@ -118,22 +118,25 @@ async def test_a_result_stored_here_is_indexed_as_reading_it_back_would_without_
     assert held == expected
 
 
-async def ready_sync(database: Database, settings: Settings, path: Path) -> FaceSync:
+async def ready_sync(database: Database, settings: Settings, path: Path, *,
+                     wait_for_handoffs: bool = False) -> FaceSync:
     """A face index of its own on the service's database, whose rounds the test runs."""
     sync = FaceSync(database, settings.encryption_keys, path, "handoff-test",
-                    poll_seconds=3600)
+                    poll_seconds=3600, wait_for_handoffs=wait_for_handoffs)
     sync.start()
     await asyncio.wait_for(sync.became_ready.wait(), 10)
     return sync
 
 
-@pytest.fixture
-async def service(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture(params=[False, True], ids=["no-wait", "waits-for-handoffs"])
+async def service(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  request: pytest.FixtureRequest
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Database, FaceSync]]:
     monkeypatch.chdir(tmp_path)
     async with serve_in_process_with_state(settings) as (client, state):
         database: Database = state["database"]
-        sync = await ready_sync(database.background, settings, tmp_path / "own.snapshot")
+        sync = await ready_sync(database.background, settings, tmp_path / "own.snapshot",
+                                wait_for_handoffs=request.param)
         try:
             yield client, database, sync
         finally:
@@ -192,6 +195,7 @@ async def test_a_handoff_for_a_delivery_the_tailer_already_read_back_is_dropped(
     job_id = f"images-{uuid.uuid4().hex[:6]}"
     delivery_id = await deliver(client, image_job(job_id))
     await sync.poll()
+    await sync.poll()  # waiting for hand-overs, the second round reads it back
     pk = await hand_over_tampered(database, sync, job_id, delivery_id)
     await sync.poll()
     stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
@@ -207,8 +211,65 @@ async def test_hand_overs_past_their_memory_bound_are_read_back_instead(
     pk = await hand_over_tampered(database, sync, job_id,
                                   await deliver(client, image_job(job_id)))
     await sync.poll()
+    await sync.poll()  # waiting for hand-overs, the refused one is read back a round later
     stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
     assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()
+
+
+@pytest.mark.parametrize("service", [True], ids=["waits-for-handoffs"], indirect=True)
+async def test_a_hand_over_arriving_after_the_round_that_met_its_delivery_is_still_indexed(
+        service: tuple[httpx.AsyncClient, Database, FaceSync],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client, database, sync = service
+    read_back = spy_on_read_back(monkeypatch)
+    job_id = f"images-{uuid.uuid4().hex[:6]}"
+    delivery_id = await deliver(client, image_job(job_id))
+    cursor = sync._cursors.delivery_id
+    await sync.poll()
+    assert sync.index.job_pk_of(job_id) is None, "the delivery waits a round"
+    assert sync._cursors.delivery_id < delivery_id, "the cursor stays below it meanwhile"
+    assert sync._cursors.delivery_id >= cursor
+    pk = await hand_over_tampered(database, sync, job_id, delivery_id)
+    await sync.poll()
+    assert vector_of(sync, FaceKey(pk, 0, 0)) == TAMPERED
+    assert job_id not in read_back
+    assert sync._cursors.delivery_id >= delivery_id
+
+
+@pytest.mark.parametrize("service", [True], ids=["waits-for-handoffs"], indirect=True)
+async def test_a_first_delivery_whose_hand_over_never_comes_is_read_back_one_round_later(
+        service: tuple[httpx.AsyncClient, Database, FaceSync],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _, sync = service
+    read_back = spy_on_read_back(monkeypatch)
+    job_id = f"images-{uuid.uuid4().hex[:6]}"
+    delivery_id = await deliver(client, image_job(job_id))
+    await sync.poll()
+    assert sync.index.job_pk_of(job_id) is None
+    await sync.poll()
+    pk = sync.index.job_pk_of(job_id)
+    assert pk is not None
+    assert read_back == [job_id]
+    stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
+    assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()
+    assert sync._cursors.delivery_id >= delivery_id
+
+
+@pytest.mark.parametrize("service", [True], ids=["waits-for-handoffs"], indirect=True)
+async def test_an_update_does_not_wait_for_a_hand_over_that_is_never_sent(
+        service: tuple[httpx.AsyncClient, Database, FaceSync]) -> None:
+    client, _, sync = service
+    job_id = f"images-{uuid.uuid4().hex[:6]}"
+    await deliver(client, image_job(job_id))
+    await sync.poll()
+    await sync.poll()
+    changed = image_job(job_id)
+    changed["items"][0]["result"]["person_ids"][0]["face_embedding"] = [0.0, 0.0, 1.0, 0.0]
+    await deliver(client, changed)
+    await sync.poll()
+    pk = sync.index.job_pk_of(job_id)
+    assert pk is not None
+    assert vector_of(sync, FaceKey(pk, 0, 0)) == [0.0, 0.0, 1.0, 0.0]
 
 
 def test_a_hand_over_gives_the_same_batches_as_its_faces_added_one_by_one() -> None:

@@ -262,7 +262,9 @@ def _embedding(conn: sa.Connection, revealer: Revealer, job: Any, row: Any) -> b
 class Changes:
     """What happened after the cursors: deliveries and audit records (id order)."""
 
-    deliveries: list[tuple[int, str]] = field(default_factory=list)  # (id, job_id)
+    deliveries: list[tuple[int, str, bool]] = field(default_factory=list)
+    """(id, job_id, first): ``first`` when the delivery stored its job's first result (the
+    only kind that is handed over, :mod:`service.faces.handoff`)."""
     records: list[tuple[int, str, str | None, dict[str, str]]] = field(default_factory=list)
 
 
@@ -272,12 +274,12 @@ def changes(conn: sa.Connection, delivery_after: int, audit_after: int,
     cursors less :data:`LOOKBACK` (the caller skips those it has seen)."""
     found = Changes()
     for row in conn.execute(
-            sa.select(_deliveries.c.id, _deliveries.c.job_id)
+            sa.select(_deliveries.c.id, _deliveries.c.job_id, _deliveries.c.outcome)
             .where(_deliveries.c.outcome.in_(CHANGED_OUTCOMES),
                    _deliveries.c.id > max(0, delivery_after - LOOKBACK))
             .order_by(_deliveries.c.id).limit(limit)):
         if row.job_id is not None:
-            found.deliveries.append((int(row.id), row.job_id))
+            found.deliveries.append((int(row.id), row.job_id, row.outcome == "stored"))
     for record in conn.execute(
             sa.select(_audit.c.id, _audit.c.action, _audit.c.job_id, _audit.c.details)
             .where(_audit.c.action.in_(ERASING_ACTIONS),

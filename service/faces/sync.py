@@ -5,7 +5,7 @@ Start-up (in the background; the service answers meanwhile, and face searches an
 ``index_loading`` until the index is ready): the encrypted snapshot
 (:mod:`service.faces.snapshot`) is loaded when it is valid for this database, else the index is
 built from the tables, 500 jobs a read. The tail cursors are taken before the build, so nothing
-committed meanwhile is missed.
+committed meanwhile is missed: a first round of the tailer applies it before the index answers.
 
 The tailer polls every :data:`POLL_SECONDS` with one read: deliveries above its cursor whose
 outcome is ``stored`` or ``updated`` re-sync their job (its faces removed, its current faces
@@ -17,7 +17,12 @@ so all of them converge within about a second of a commit. A job this process st
 is not read back: its faces were handed over after the commit (:meth:`FaceSync.stored_here`,
 :mod:`service.faces.handoff`) and are indexed from memory, unless the round holds anything
 else for the job. Nor is a job a peer stored (another worker of the same data folder): the peer
-sends the same hand-over over a local socket (:mod:`service.faces.peers`).
+sends the same hand-over over a local socket (:mod:`service.faces.peers`). A hand-over can
+arrive after the round that meets its delivery (the storing worker is busy, or the socket
+behind): where hand-overs are expected (``wait_for_handoffs``, the default with peers), a
+first delivery met without its hand-over waits one round (:data:`POLL_SECONDS`) before its job
+is read back; the cursors stay below it meanwhile, so neither a snapshot nor a restart skips
+it.
 
 The snapshot is rewritten every :data:`SNAPSHOT_SECONDS` while the index changes (or less often
 when writing it takes long: at most :data:`SNAPSHOT_SHARE` of the time goes to it), at shutdown,
@@ -75,7 +80,8 @@ class FaceSync:
     def __init__(self, database: Database, keyring: Keyring | None, snapshot_path: Path,
                  database_name: str, *, poll_seconds: float = POLL_SECONDS,
                  snapshot_seconds: float = SNAPSHOT_SECONDS,
-                 hnsw_threshold: int | None = None, peers_folder: Path | None = None) -> None:
+                 hnsw_threshold: int | None = None, peers_folder: Path | None = None,
+                 wait_for_handoffs: bool | None = None) -> None:
         self.database = database
         self.keyring = keyring
         self.snapshot_path = snapshot_path
@@ -95,6 +101,10 @@ class FaceSync:
         self._seen_records: set[int] = set()
         self._handoffs: dict[int, StoredFaces] = {}  # by delivery id
         self._handoff_bytes = 0
+        self._waiting: dict[int, str] = {}
+        """First deliveries (id: job id) met once without their hand-over, given a round."""
+        self.wait_for_handoffs = (peers_folder is not None if wait_for_handoffs is None
+                                  else wait_for_handoffs)
         self._seeding = True  # the first round after loading: what the cursors cover is known
         self._dirty = False
         self._erased = False
@@ -154,12 +164,12 @@ class FaceSync:
         started = time.monotonic()
         reason = await self._try_snapshot()
         if reason is None:
+            await self.poll()  # what was committed since the snapshot, before answering
             self.loaded_from = "snapshot"
             self.ready = True
             self.became_ready.set()
             log.info("faces.snapshot_loaded", faces=len(self.index),
                      seconds=round(time.monotonic() - started, 3))
-            await self.poll()
             return
         if reason != "no snapshot":
             log.warning("faces.snapshot_discarded", reason=reason)
@@ -176,13 +186,13 @@ class FaceSync:
             after = pks[-1]
             await asyncio.sleep(0)
         self._cursors = snapshot.Cursors(delivery_id, audit_id)
+        await self.poll()  # what was committed during the build, before answering
         self.loaded_from = "database"
         self.ready = True
         self.became_ready.set()
         self._dirty = True
         log.info("faces.index_built", faces=len(self.index), dimensions=self.index.dimensions,
                  seconds=round(time.monotonic() - started, 3))
-        await self.poll()
         await self._save()
 
     async def _try_snapshot(self) -> str | None:
@@ -252,17 +262,25 @@ class FaceSync:
         self._handoffs[delivery_id] = faces
         self._handoff_bytes += size
 
-    def _take_handoffs(self, deliveries: list[tuple[int, str]]) -> list[StoredFaces]:
-        """The handed-over jobs of ``deliveries`` that this round may index from memory: those
-        with no other delivery in the round (the caller takes none when the round holds an
-        erasing record)."""
-        per_job = Counter(job_id for _, job_id in deliveries)
+    def _take_handoffs(self, deliveries: list[tuple[int, str, bool]], cursor: int
+                       ) -> tuple[list[StoredFaces], dict[int, str]]:
+        """The handed-over jobs of ``deliveries`` that this round may index from memory (those
+        with no other delivery in the round; the caller takes none when the round holds an
+        erasing record), and the first deliveries that may wait a round for theirs: met for
+        the first time, above the cursor, alone in the round for their job."""
+        per_job = Counter(job_id for _, job_id, _ in deliveries)
         taken = []
-        for delivery_id, job_id in deliveries:
+        wait: dict[int, str] = {}
+        for delivery_id, job_id, first in deliveries:
             stored = self._handoffs.pop(delivery_id, None)
-            if stored is not None and stored.job_id == job_id and per_job[job_id] == 1:
+            if per_job[job_id] != 1:
+                continue
+            if stored is not None and stored.job_id == job_id:
                 taken.append(stored)
-        return taken
+            elif (stored is None and first and self.wait_for_handoffs
+                  and delivery_id > cursor and delivery_id not in self._waiting):
+                wait[delivery_id] = job_id
+        return taken, wait
 
     async def poll(self) -> None:
         """One round: apply every change committed since the last one."""
@@ -272,18 +290,25 @@ class FaceSync:
         pks: set[int] = set()
         everything = False
         delivery_cursor, audit_cursor = self._cursors.delivery_id, self._cursors.audit_id
-        new_deliveries = [(i, j) for i, j in found.deliveries if i not in self._seen_deliveries
-                          and i > delivery_cursor - source.LOOKBACK]
+        met = {i: (i, j, first) for i, j, first in found.deliveries
+               if i not in self._seen_deliveries and i > delivery_cursor - source.LOOKBACK}
         new_records = [r for r in found.records if r[0] not in self._seen_records]
         if self._seeding:
             self._seeding = False
-            self._seen_deliveries.update(i for i, _ in new_deliveries if i <= delivery_cursor)
+            self._seen_deliveries.update(i for i in met if i <= delivery_cursor)
             self._seen_records.update(r[0] for r in new_records if r[0] <= audit_cursor)
-            new_deliveries = [(i, j) for i, j in new_deliveries if i > delivery_cursor]
+            met = {i: change for i, change in met.items() if i > delivery_cursor}
             new_records = [r for r in new_records if r[0] > audit_cursor]
-        handed = (self._take_handoffs(new_deliveries)
-                  if self._handoffs and not new_records else [])
-        job_ids.update(job_id for _, job_id in new_deliveries)
+        for delivery_id, job_id in self._waiting.items():  # waited a round: taken now
+            met.setdefault(delivery_id, (delivery_id, job_id, True))
+        new_deliveries = sorted(met.values())
+        handed: list[StoredFaces] = []
+        wait: dict[int, str] = {}
+        if not new_records:
+            handed, wait = self._take_handoffs(new_deliveries, delivery_cursor)
+        self._waiting = wait
+        new_deliveries = [change for change in new_deliveries if change[0] not in wait]
+        job_ids.update(job_id for _, job_id, _ in new_deliveries)
         job_ids.difference_update(stored.job_id for stored in handed)
         erasing = False
         for _, action, job_id, details in new_records:
@@ -308,9 +333,12 @@ class FaceSync:
             await self._resync(pks=pks, job_ids=job_ids)
         if handed:
             await self._add_stored(handed)
-        for delivery_id, _ in new_deliveries:
+        for delivery_id, _, _ in new_deliveries:
             self._seen_deliveries.add(delivery_id)
             delivery_cursor = max(delivery_cursor, delivery_id)
+        if wait:  # the cursors never pass a delivery not yet indexed
+            delivery_cursor = max(self._cursors.delivery_id,
+                                  min(delivery_cursor, min(wait) - 1))
         for record in new_records:
             self._seen_records.add(record[0])
             audit_cursor = max(audit_cursor, record[0])
