@@ -308,7 +308,7 @@ class FaceSync:
             handed, wait = self._take_handoffs(new_deliveries, delivery_cursor)
         self._waiting = wait
         new_deliveries = [change for change in new_deliveries if change[0] not in wait]
-        job_ids.update(job_id for _, job_id, _ in new_deliveries)
+        job_ids.update(change[1] for change in new_deliveries)
         job_ids.difference_update(stored.job_id for stored in handed)
         erasing = False
         for _, action, job_id, details in new_records:
