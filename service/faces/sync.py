@@ -299,8 +299,8 @@ class FaceSync:
             self._seen_records.update(r[0] for r in new_records if r[0] <= audit_cursor)
             met = {i: change for i, change in met.items() if i > delivery_cursor}
             new_records = [r for r in new_records if r[0] > audit_cursor]
-        for delivery_id, job_id in self._waiting.items():  # waited a round: taken now
-            met.setdefault(delivery_id, (delivery_id, job_id, True))
+        for waited, waited_job in self._waiting.items():  # waited a round: taken now
+            met.setdefault(waited, (waited, waited_job, True))
         new_deliveries = sorted(met.values())
         handed: list[StoredFaces] = []
         wait: dict[int, str] = {}
