@@ -174,6 +174,27 @@ async def test_the_tailer_indexes_a_handed_over_job_from_memory_when_nothing_els
     assert vector_of(sync, FaceKey(pk, 1, 0)) == TAMPERED
 
 
+async def test_faces_added_from_a_hand_over_are_announced_as_new_jobs_and_read_back_ones_not(
+        service: tuple[httpx.AsyncClient, Database, FaceSync]) -> None:
+    client, database, sync = service
+    announced: list[tuple[int, bool]] = []
+
+    async def hook(faces: list[FaceKey], dimension: int, vectors: Any, *,
+                   new_jobs: bool) -> None:
+        announced.extend((face.job_pk, new_jobs) for face in faces)
+
+    sync.on_faces_added.append(hook)
+    handed_job, read_job = (f"images-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    pk = await hand_over_tampered(database, sync, handed_job,
+                                  await deliver(client, image_job(handed_job)))
+    await deliver(client, image_job(read_job))
+    await sync.poll()
+    await sync.poll()
+    read_pk = sync.index.job_pk_of(read_job)
+    assert sorted(announced) == sorted([(pk, True), (pk, True), (read_pk, False),
+                                        (read_pk, False)])
+
+
 async def test_an_erasure_in_the_same_round_wins_over_the_handed_over_faces(
         service: tuple[httpx.AsyncClient, Database, FaceSync], settings: Settings) -> None:
     client, database, sync = service

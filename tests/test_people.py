@@ -104,6 +104,41 @@ async def test_faces_of_one_person_across_jobs_become_one_person_whose_id_stays(
         await assigner.stop()
 
 
+async def test_faces_of_new_jobs_are_assigned_without_asking_which_are_in_a_cluster(
+        settings: Settings, database: Database, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assigner, _, jobs = await people_jobs(settings, tmp_path, database)
+    async with serve_in_process(settings) as client:
+        await deliver(client, video(jobs["first"], [ALICE[0], BOB[0]]))
+        await deliver(client, video(jobs["second"], [BOB[1], ALICE[1]]))
+    asked: list[object] = []
+    original = people_store.assigned_faces
+
+    def spied(conn: Any, faces: Any) -> Any:
+        asked.append(faces)
+        return original(conn, faces)
+
+    monkeypatch.setattr(people_store, "assigned_faces", spied)
+    try:
+        first = await faces_of(settings, jobs["first"])
+        assigned = await assigner.on_faces_added(
+            first, 3, np.array([ALICE[0], BOB[0]], dtype=np.float32), new_jobs=True)
+        assert assigned is not None
+        alice, bob = (a.person_id for a in assigned)
+        assert asked == []
+        assert await add(assigner, settings, jobs["second"], [BOB[1], ALICE[1]]) == [bob, alice]
+        assert len(asked) == 1, "faces not known to be new are looked up"
+        # Given again as new (it never is): the membership still holds each face once.
+        await assigner.on_faces_added(first, 3, np.array([ALICE[0], BOB[0]], dtype=np.float32),
+                                      new_jobs=True)
+        counts = {r.id: r.appearances for r in await fetch_all(
+            settings, sa.select(models.people))}
+        assert counts == {alice: 2, bob: 2}
+        assert len(await membership(settings)) == 4
+    finally:
+        await assigner.stop()
+
+
 async def test_reclustering_keeps_ids_and_a_new_leader_rebuilds_from_the_database(
         settings: Settings, database: Database, tmp_path: Path) -> None:
     assigner, _, jobs = await people_jobs(settings, tmp_path, database)

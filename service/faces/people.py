@@ -468,15 +468,19 @@ class PeopleAssigner:
                 await self._rebuild(vectors_by_face, catch_up=True)
 
     async def on_faces_added(self, faces: list[tuple[int, int, int]], dimension: int,
-                             vectors: npt.NDArray[np.floating]) -> list[Assignment] | None:
+                             vectors: npt.NDArray[np.floating], *, new_jobs: bool = False
+                             ) -> list[Assignment] | None:
         """Assign newly indexed faces (rows of ``vectors``, all of ``dimension``) to people;
-        the assignments written, or None when another process leads."""
+        the assignments written, or None when another process leads. ``new_jobs``: the
+        faces are those of jobs just stored for the first time, so none is in a cluster yet
+        and the database is not asked which are (the write still skips any that is)."""
         if len(faces) != len(vectors):
             raise ValueError("one vector per face expected")
         async with self._lock:
             if not await self._lead(rebuild=True) or not faces:
                 return None if not self._leads else []
-            return await self._assign(faces, dimension, normalized(vectors))
+            return await self._assign(faces, dimension, normalized(vectors),
+                                      known_new=new_jobs)
 
     async def recluster_now(self) -> int | None:
         """Re-cluster every dimension from the vectors source and write what changed; the
@@ -523,19 +527,22 @@ class PeopleAssigner:
             await self._rebuild(self._vectors_source(), catch_up=True)
         return self._clusters is not None or not rebuild
 
-    async def _assign(self, faces: list[Face], dimension: int,
-                      vectors: Vectors) -> list[Assignment]:
+    async def _assign(self, faces: list[Face], dimension: int, vectors: Vectors, *,
+                      known_new: bool = False) -> list[Assignment]:
         assert self._clusters is not None
-        known = await self._database.run_read(store.assigned_faces, faces)
-        fresh = [i for i, face in enumerate(faces) if face not in known]
-        if not fresh:
-            return []
+        if not known_new:
+            known = await self._database.run_read(store.assigned_faces, faces)
+            fresh = [i for i, face in enumerate(faces) if face not in known]
+            if not fresh:
+                return []
+            if len(fresh) < len(faces):
+                faces, vectors = [faces[i] for i in fresh], vectors[fresh]
         clusters = self._clusters.setdefault(dimension, Clusters(dimension, self._threshold))
         # Off the event loop: a first search of many centres builds their graph. The lock
         # keeps every other use of the clusters out meanwhile.
-        assignments = await asyncio.to_thread(clusters.assign, vectors[fresh])
+        assignments = await asyncio.to_thread(clusters.assign, vectors)
         try:
-            ids = await self._write([faces[i] for i in fresh], assignments)
+            ids = await self._write(faces, assignments)
         except BaseException:
             self._clusters = None  # memory is ahead of the database: rebuild
             raise

@@ -64,9 +64,9 @@ class FaceRuntime:
             vectors.update(zip(keys, rows, strict=True))
         return vectors
 
-    async def _faces_added(self, faces: list[FaceKey], dimension: int,
-                           vectors: Vectors) -> None:
-        await self.people.on_faces_added(list(faces), dimension, vectors)
+    async def _faces_added(self, faces: list[FaceKey], dimension: int, vectors: Vectors, *,
+                           new_jobs: bool) -> None:
+        await self.people.on_faces_added(list(faces), dimension, vectors, new_jobs=new_jobs)
 
     async def _start_people(self) -> None:
         await self.sync.became_ready.wait()

@@ -29,8 +29,10 @@ when writing it takes long: at most :data:`SNAPSHOT_SHARE` of the time goes to i
 and on the tailer's next round after an erasure, so an erased face does not linger on disk.
 
 Hook for people clustering: :attr:`FaceSync.on_faces_added` is a list of async callables
-``hook(faces: list[FaceKey], dimension: int, vectors: numpy.ndarray)`` (unit float32 vectors,
-one row per key) awaited after the tailer indexes new faces (not for the faces present at
+``hook(faces: list[FaceKey], dimension: int, vectors: numpy.ndarray, *, new_jobs: bool)``
+(unit float32 vectors, one row per key; ``new_jobs``: the faces of jobs just stored for the
+first time, from their hand-overs, so in no cluster yet) awaited after the tailer indexes new
+faces (not for the faces present at
 start-up: read those with :meth:`service.faces.index.FaceIndex.faces`). A hook that raises is
 logged and does not stop the tailer.
 """
@@ -41,9 +43,10 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Collection
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -71,7 +74,9 @@ MAX_HANDOFF_BYTES = 64 * 1024 * 1024
 tailer is behind, or the database away for reads), further jobs are read back like any
 other instead of piling up in memory."""
 
-FacesAdded = Callable[[list[FaceKey], int, Vectors], Awaitable[None]]
+class FacesAdded(Protocol):
+    def __call__(self, faces: list[FaceKey], dimension: int, vectors: Vectors, *,
+                 new_jobs: bool) -> Awaitable[None]: ...
 
 
 class FaceSync:
@@ -392,13 +397,14 @@ class FaceSync:
     async def _add_stored(self, jobs: list[StoredFaces]) -> None:
         for stored in jobs:
             self.index.remove_job(job_id=stored.job_id)  # a job of that id deleted before
-        await self._added(self.index.add_batches(handoff.batches(jobs)))
+        await self._added(self.index.add_batches(handoff.batches(jobs)), new_jobs=True)
         self._dirty = True
 
-    async def _added(self, added: dict[int, tuple[list[FaceKey], Vectors]]) -> None:
+    async def _added(self, added: dict[int, tuple[list[FaceKey], Vectors]], *,
+                     new_jobs: bool = False) -> None:
         for dimension, (keys, vectors) in added.items():
             for hook in list(self.on_faces_added):
                 try:
-                    await hook(keys, dimension, vectors)
+                    await hook(keys, dimension, vectors, new_jobs=new_jobs)
                 except Exception as exc:  # a hook never stops the tailer
                     log.error("faces.hook_failed", error_type=type(exc).__name__)
