@@ -51,7 +51,7 @@ from service.faces.remote import (
     MAX_CALL_BYTES,
     SearchCall,
     decode_call,
-    encode_reply,
+    encode,
     filter_of,
     folder_for,
     query_of,
@@ -114,7 +114,7 @@ class SearchServer:
         try:
             call = decode_call(await read_frame(reader, MAX_CALL_BYTES))
             found = await self._answer(call)
-            writer.write(frame(encode_reply(reply_of(found))))
+            writer.write(frame(encode(reply_of(found))))
             await writer.drain()
             self.answered += 1
         except (asyncio.IncompleteReadError, ConnectionError):

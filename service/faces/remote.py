@@ -65,9 +65,9 @@ class SearchReply(msgspec.Struct, array_like=True, frozen=True):
     dimensions: list[int]
 
 
-encode_call = msgspec.msgpack.Encoder().encode
+encode = msgspec.msgpack.Encoder().encode
+"""Either message (:class:`SearchCall`, :class:`SearchReply`) as msgpack."""
 decode_call = msgspec.msgpack.Decoder(SearchCall).decode
-encode_reply = msgspec.msgpack.Encoder().encode
 decode_reply = msgspec.msgpack.Decoder(SearchReply).decode
 
 
@@ -146,7 +146,7 @@ class RemoteFaces:
     async def search(self, query: Vectors, k: int, *, where: FaceFilter,
                      min_similarity: float | None, exclude: FaceKey | None, exact: bool,
                      dimension_required: bool) -> SearchAnswer:
-        message = frame(encode_call(call_of(query, k, where, min_similarity, exclude, exact,
+        message = frame(encode(call_of(query, k, where, min_similarity, exclude, exact,
                                             dimension_required)))
         for path in self._candidates():
             try:
