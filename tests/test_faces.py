@@ -483,7 +483,8 @@ async def test_the_index_survives_a_restart_from_its_encrypted_snapshot_and_a_co
     assert "faces.index_built" not in events(json_logs)
 
     damaged = bytearray(path.read_bytes())
-    damaged[-20] ^= 0xFF
+    first_record = damaged.index(b"\n", len(snapshot.MAGIC)) + 1
+    damaged[first_record + 40] ^= 0xFF
     path.write_bytes(bytes(damaged))
     json_logs.truncate(0)
     json_logs.seek(0)
@@ -566,17 +567,19 @@ async def test_a_slow_snapshot_write_spaces_the_next_snapshots_out(
                           snapshot_seconds=0.5)
     faces.index.add([face_index.Face(face_index.FaceKey(1, 0, 0), "job", [0.1, 0.2, 0.3],
                                      "video", 1.7e9, None, False)])
-    real_write = snapshot.write_exported
+    real_append = snapshot.SnapshotFile.append
 
-    def slow_write(*args: Any) -> int:
+    def slow_append(self: snapshot.SnapshotFile, *args: Any) -> int:
         time.sleep(0.5)  # as a large index's snapshot would take
-        return real_write(*args)
+        return real_append(self, *args)
 
     try:
         await faces._save()
         # fast (a few ms, or tens on a busy machine): the configured period, or close to it
         assert 0.5 <= faces.snapshot_interval < 5
-        monkeypatch.setattr(snapshot, "write_exported", slow_write)
+        monkeypatch.setattr(snapshot.SnapshotFile, "append", slow_append)
+        faces.index.add([face_index.Face(face_index.FaceKey(2, 0, 0), "job-2", [0.3, 0.2, 0.1],
+                                         "video", 1.7e9, None, False)])
         await faces._save()
         assert faces.snapshot_interval >= 0.5 / sync.SNAPSHOT_SHARE  # 25 s: 2% of the time
         assert (tmp_path / FILE_NAME).is_file()

@@ -14,6 +14,12 @@ filters (the matching rows only); past :data:`HNSW_THRESHOLD` faces an approxima
 the exact path when too few candidates pass the filter. So a filter matching 1% of the faces
 still returns ``k`` hits.
 
+For the snapshot (:mod:`service.faces.snapshot`): :meth:`FaceIndex.export` gives every live
+face as plain arrays, :meth:`FaceIndex.export_since` only what changed since the last
+:meth:`FaceIndex.saved` checkpoint (the faces removed, then the faces added), so that a
+growing index is saved in pieces whose size follows the changes, not the index;
+:meth:`FaceIndex.restore` and :meth:`FaceIndex.apply` read them back.
+
 For people clustering: :meth:`FaceIndex.faces` returns, for a dimension, the keys
 ``(job_pk, item_index, person_index)`` and the vectors (a copy) of the faces asked for, or of
 every face; :attr:`FaceIndex.dimensions` lists the dimensions held.
@@ -466,6 +472,15 @@ class Collection:
         return hits
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where the index stood: each collection's rows and generation (it changes when rows
+    are renumbered by a compaction), and the removals journaled so far."""
+
+    rows: dict[int, tuple[int, int]]  # dimension -> (rows used, generation)
+    removed: int
+
+
 class FaceIndex:
     """Every collection, and which faces each job has (for removal by job)."""
 
@@ -475,6 +490,8 @@ class FaceIndex:
         # job_pk -> (job_id, its faces' keys and dimension)
         self._jobs: dict[int, tuple[str, dict[FaceKey, int]]] = {}
         self._job_pks: dict[str, int] = {}
+        self._saved = Checkpoint({}, 0)
+        self._removed: list[FaceKey] = []  # removed since the saved checkpoint, in order
 
     @property
     def dimensions(self) -> list[int]:
@@ -543,6 +560,7 @@ class FaceIndex:
                 continue
             dimension = job[1].pop(key)
             removed += self.collections[dimension].remove([key])
+            self._removed.append(key)
             if not job[1]:
                 self._forget_job(key.job_pk)
         return removed
@@ -610,48 +628,105 @@ class FaceIndex:
     _ARRAYS = ("job_pk", "item_index", "person_index", "kind", "received_at", "allowlisted",
                "has_thumbnail")
 
+    def checkpoint(self) -> Checkpoint:
+        """Where the index stands now (for :meth:`saved`, once what was exported is on disk)."""
+        return Checkpoint({dimension: (collection.size, collection._generation)
+                           for dimension, collection in self.collections.items()},
+                          len(self._removed))
+
+    def saved(self, checkpoint: Checkpoint) -> None:
+        """Everything up to ``checkpoint`` is on disk: :meth:`export_since` starts there."""
+        del self._removed[:checkpoint.removed]  # the journal then starts at this checkpoint
+        self._saved = Checkpoint(checkpoint.rows, 0)
+
     def export(self) -> dict[str, object]:
-        """The live faces as plain arrays (bytes) and the job ids, for the snapshot."""
-        collections = []
+        """Every live face as plain arrays (bytes) and the job ids, for the snapshot."""
+        return self._export(dict.fromkeys(self.collections, 0), removed=[],
+                            every_job=True)
+
+    def export_since(self) -> dict[str, object] | None:
+        """What changed since the saved checkpoint, in :meth:`export`'s form plus the keys
+        removed meanwhile (``removed``: int64 triples), to be applied in that order; None
+        when a collection's rows were renumbered since (a compaction): export everything."""
+        starts = {}
         for dimension, collection in self.collections.items():
-            rows = np.flatnonzero(collection.alive[:collection.size])
+            size, generation = self._saved.rows.get(dimension, (0, None))
+            if generation is not None and generation != collection._generation:
+                return None
+            starts[dimension] = size if generation is not None else 0
+        return self._export(starts, removed=self._removed, every_job=False)
+
+    def _export(self, starts: dict[int, int], *, removed: list[FaceKey],
+                every_job: bool) -> dict[str, object]:
+        collections = []
+        job_pks: set[int] = set()
+        for dimension, collection in self.collections.items():
+            start = starts[dimension]
+            rows = np.flatnonzero(collection.alive[start:collection.size]) + start
             if not len(rows):
                 continue
             arrays = {name: getattr(collection, name)[rows].tobytes() for name in self._ARRAYS}
             collections.append({"dimension": dimension, "count": len(rows),
                                 "vectors": collection.vectors[rows].tobytes(), **arrays})
-        return {"collections": collections,
-                "jobs": [[pk, job_id] for pk, (job_id, _) in self._jobs.items()]}
+            if not every_job:
+                job_pks.update(np.unique(collection.job_pk[rows]).tolist())
+        jobs = ([[pk, job_id] for pk, (job_id, _) in self._jobs.items()] if every_job
+                else [[pk, self._jobs[pk][0]] for pk in sorted(job_pks)])
+        return {"collections": collections, "jobs": jobs,
+                "removed": np.array(removed, dtype=np.int64).reshape(-1, 3).tobytes()}
 
     @classmethod
     def restore(cls, data: dict[str, object], *,
                 hnsw_threshold: int = HNSW_THRESHOLD) -> FaceIndex:
         """The index :meth:`export` described; ValueError when ``data`` is not one."""
         index = cls(hnsw_threshold=hnsw_threshold)
+        index.apply(data)
+        return index
+
+    def apply(self, data: dict[str, object]) -> None:
+        """Apply what :meth:`export_since` (or :meth:`export`) gave: its removals, then its
+        faces; ValueError when ``data`` is not such a thing (the index may then hold part
+        of it)."""
         try:
+            given: Any = data.get("removed", b"")
+            removed = np.frombuffer(given, dtype=np.int64)
+            self.remove_faces(FaceKey(*triple) for triple in removed.reshape(-1, 3).tolist())
             job_ids = {int(pk): str(job_id) for pk, job_id in data["jobs"]}  # type: ignore[attr-defined]
             for part in data["collections"]:  # type: ignore[attr-defined]
-                dimension, count = int(part["dimension"]), int(part["count"])
-                collection = Collection(dimension, hnsw_threshold=hnsw_threshold)
-                capacity = _INITIAL_CAPACITY
-                while capacity < count:
-                    capacity *= 2
-                collection._allocate(capacity)
-                vectors = np.frombuffer(part["vectors"], dtype=np.float32)
-                collection.vectors[:count] = vectors.reshape(count, dimension)
-                for name in cls._ARRAYS:
-                    array = getattr(collection, name)
-                    array[:count] = np.frombuffer(part[name], dtype=array.dtype)
-                collection.alive[:count] = True
-                collection.size = collection.live = count
-                for row in range(count):
-                    key = FaceKey(int(collection.job_pk[row]), int(collection.item_index[row]),
-                                  int(collection.person_index[row]))
-                    collection.rows[key] = row
-                    job = index._jobs.setdefault(key.job_pk, (job_ids[key.job_pk], {}))
-                    job[1][key] = dimension
-                    index._job_pks[job[0]] = key.job_pk
-                index.collections[dimension] = collection
-        except (KeyError, TypeError, ValueError) as exc:
+                self._append_part(part, job_ids)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a face index snapshot: {type(exc).__name__}") from None
-        return index
+
+    def _append_part(self, part: dict[str, Any], job_ids: dict[int, str]) -> None:
+        dimension, count = int(part["dimension"]), int(part["count"])
+        collection = self.collections.get(dimension)
+        if collection is None:
+            collection = self.collections[dimension] = Collection(
+                dimension, hnsw_threshold=self.hnsw_threshold)
+        start, stop = collection.size, collection.size + count
+        if stop > collection.capacity:
+            capacity = collection.capacity
+            while capacity < stop:
+                capacity *= 2
+            collection._allocate(capacity)
+        vectors = np.frombuffer(part["vectors"], dtype=np.float32)
+        collection.vectors[start:stop] = vectors.reshape(count, dimension)
+        for name in self._ARRAYS:
+            array = getattr(collection, name)
+            array[start:stop] = np.frombuffer(part[name], dtype=array.dtype)
+        keys = [FaceKey(*triple) for triple in zip(
+            collection.job_pk[start:stop].tolist(), collection.item_index[start:stop].tolist(),
+            collection.person_index[start:stop].tolist(), strict=True)]
+        present = [key for key in keys if key.job_pk in self._jobs]
+        if present:
+            self.remove_faces(present)
+        collection.alive[start:stop] = True
+        collection.size = stop
+        collection.live += count
+        collection.rows.update(zip(keys, range(start, stop), strict=True))
+        for key in keys:
+            job = self._jobs.get(key.job_pk)
+            if job is None:
+                job = self._jobs[key.job_pk] = (job_ids[key.job_pk], {})
+                self._job_pks[job[0]] = key.job_pk
+            job[1][key] = dimension

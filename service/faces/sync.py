@@ -24,9 +24,12 @@ first delivery met without its hand-over waits one round (:data:`POLL_SECONDS`) 
 is read back; the cursors stay below it meanwhile, so neither a snapshot nor a restart skips
 it.
 
-The snapshot is rewritten every :data:`SNAPSHOT_SECONDS` while the index changes (or less often
-when writing it takes long: at most :data:`SNAPSHOT_SHARE` of the time goes to it), at shutdown,
-and on the tailer's next round after an erasure, so an erased face does not linger on disk.
+The snapshot is brought up to date every :data:`SNAPSHOT_SECONDS` while the index changes (or
+less often when writing takes long: at most :data:`SNAPSHOT_SHARE` of the time goes to it), at
+shutdown, on the tailer's next round after an erasure, and on the first round with faces when
+there is no snapshot yet. Usually that appends what changed
+since the last write; after an erasure the whole file is rewritten, so an erased face does not
+linger on disk (see :mod:`service.faces.snapshot` for when else).
 
 Hook for people clustering: :attr:`FaceSync.on_faces_added` is a list of async callables
 ``hook(faces: list[FaceKey], dimension: int, vectors: numpy.ndarray, *, new_jobs: bool)``
@@ -114,6 +117,9 @@ class FaceSync:
         self._dirty = False
         self._erased = False
         self._last_snapshot = time.monotonic()
+        self._snapshot_file: snapshot.SnapshotFile | None = None
+        """The file the next snapshot appends to; None: write a whole new one."""
+        self._save_failed = False
         self._task: asyncio.Task[None] | None = None
         self.peers = None if peers_folder is None else Peers(peers_folder, self.handed_over)
         """The other processes of this data folder, which hand over the jobs they store."""
@@ -155,8 +161,7 @@ class FaceSync:
             await asyncio.sleep(self.poll_seconds)
             try:
                 await self.poll()
-                if self._erased or (self._dirty and time.monotonic() - self._last_snapshot
-                                    > self._snapshot_interval):
+                if self._save_due():
                     await self._save()
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("faces.sync_failed", **describe_error(exc))
@@ -214,27 +219,64 @@ class FaceSync:
         self.index = loaded.index
         self.index.maintain()
         self._cursors = loaded.cursors
+        self._snapshot_file = loaded.file if loaded.complete else None
+        if not loaded.complete:
+            log.warning("faces.snapshot_tail_discarded", records=loaded.file.records)
         return None
 
+    def _save_due(self) -> bool:
+        """After an erasure; while the index changes, every snapshot interval, and at the
+        first round with faces when there is no file to append to yet (so that the whole
+        index is written while it is small, and what comes later is appended)."""
+        if self._erased:
+            return True
+        if not self._dirty:
+            return False
+        if (self._snapshot_file is None and not self._save_failed and self.keyring is not None
+                and len(self.index)):
+            return True
+        return time.monotonic() - self._last_snapshot > self._snapshot_interval
+
     async def _save(self) -> None:
+        erased = self._erased
         self._dirty = self._erased = False
         self._last_snapshot = time.monotonic()
+        checkpoint = self.index.checkpoint()
         if self.keyring is None:
-            return  # never written in plaintext
-        if not len(self.index):
-            await asyncio.to_thread(snapshot.remove, self.snapshot_path)
-            return  # nothing worth keeping: an empty index is rebuilt at once
-        exported = self.index.export()
-        try:
-            size = await asyncio.to_thread(
-                snapshot.write_exported, self.snapshot_path, exported, self._cursors,
-                self.keyring, self.database_name)
-        except OSError as exc:
-            log.warning("faces.snapshot_failed", error_type=type(exc).__name__)
+            self.index.saved(checkpoint)  # never written in plaintext: nothing to append to
             return
+        if not len(self.index):
+            self._snapshot_file = None
+            await asyncio.to_thread(snapshot.remove, self.snapshot_path)
+            self.index.saved(checkpoint)
+            return  # nothing worth keeping: an empty index is rebuilt at once
+        file = self._snapshot_file
+        changes = None
+        if (file is not None and not erased and not file.worth_rewriting(len(self.index))
+                and file.key_id == self.keyring.current.key_id):
+            changes = self.index.export_since()  # None: rows renumbered since
+        cursors = self._cursors
+        try:
+            if file is not None and changes is not None:
+                size = await asyncio.to_thread(file.append, changes, cursors)
+                written = "appended"
+            else:
+                exported = self.index.export()
+                file = self._snapshot_file = await asyncio.to_thread(
+                    snapshot.write_exported, self.snapshot_path, exported, cursors,
+                    self.keyring, self.database_name)
+                size, written = file.size, "rewritten"
+        except (OSError, snapshot.SnapshotReplaced) as exc:
+            if isinstance(exc, snapshot.SnapshotReplaced):
+                self._snapshot_file = None  # the next write rewrites it
+            log.warning("faces.snapshot_failed", error_type=type(exc).__name__)
+            self._save_failed = True
+            return
+        self._save_failed = False
+        self.index.saved(checkpoint)
         took = time.monotonic() - self._last_snapshot
         self._snapshot_interval = max(self.snapshot_seconds, took / SNAPSHOT_SHARE)
-        log.debug("faces.snapshot_written", faces=len(self.index), bytes=size,
+        log.debug("faces.snapshot_written", how=written, faces=len(self.index), bytes=size,
                   seconds=round(took, 3), next_in=round(self._snapshot_interval, 1))
 
     # --- the tailer --------------------------------------------------------------------------
