@@ -51,7 +51,6 @@ import httpx
 
 from bench import costs, load, payloads, pg, wrkdriver
 from bench import ui as ui_pages
-from service.faces.people import ASSIGN_THRESHOLD
 from tests.support.postgres import PostgresCluster, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -946,6 +945,7 @@ def face_search(cfg: Config, results: dict[str, Any]) -> None:
 def people_clustering(cfg: Config, results: dict[str, Any]) -> None:
     """bench/people.py on the issue's data set: 1,000 identities x 20 observations."""
     from bench import people
+    from service.faces.people import ASSIGN_THRESHOLD
 
     log("people clustering: 1,000 identities x 20 observations, 128-d")
     incremental, reclustered = people.run(1000, 20)
