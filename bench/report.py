@@ -283,7 +283,19 @@ def _queries(results: dict[str, Any]) -> list[str]:
                   + "; ".join(f"{s['database']} jobs {s['from']:,}-{s['to']:,} in "
                               f"{s['seconds']:.0f} s ({(s['to'] - s['from']) / s['seconds']:,.0f}"
                               f" jobs/s)" for s in results["seeding"])]
+    if results.get("settling"):
+        lines += ["", "Start-up on the seeded database, before any latency was measured (the "
+                  "face index loaded from its snapshot or built from the tables, then the "
+                  "people clustering's catch-up and the first snapshot until the service's "
+                  "processes used under 0.15 of a core): "
+                  + "; ".join(f"{s['database']} {s['jobs']:,} jobs ({s['phase']}): face index "
+                              f"after {_seconds(s['face_index_seconds'])}, idle after "
+                              f"{_seconds(s['idle_seconds'])}" for s in results["settling"])]
     return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "more than 30 min" if value is None else f"{value:.0f} s"
 
 
 def _faces(results: dict[str, Any]) -> list[str]:

@@ -657,6 +657,44 @@ def cost_entry(database: str, name: str, size: int, rows: int,
     }
 
 
+SETTLE_TIMEOUT = 1800.0
+"""Seconds a freshly started query service may take to load its face index and go idle."""
+QUIET_CORES = 0.15
+"""The service's process tree counts as idle below this CPU (cores, over 2 s)."""
+
+
+def settle(server: Server, headers: dict[str, str], results: dict[str, Any], *,
+           database: str, jobs: int, phase: str) -> None:
+    """Wait until a service just started on a seeded database has loaded its face index
+    (a search no longer answers 503 ``index_loading``) and its process tree is idle (the
+    people clustering's catch-up and the first snapshot done): the query latencies are
+    those of a service in its steady state, and the start-up is reported on its own."""
+    started = time.monotonic()
+    loaded: float | None = None
+    deadline = started + SETTLE_TIMEOUT
+    while time.monotonic() < deadline:
+        answer = httpx.post(server.base + "/v1/faces/search", headers=headers, timeout=30,
+                            json={"embedding": [1.0] + [0.0] * 15, "k": 1})
+        if not (answer.status_code == 503 and answer.json().get("code") == "index_loading"):
+            loaded = time.monotonic() - started
+            break
+        time.sleep(1.0)
+    tree = load.ServerTree(server.process.pid)
+    quiet: float | None = None
+    while loaded is not None and time.monotonic() < deadline:
+        before = tree.cpu()
+        time.sleep(2.0)
+        if (tree.cpu() - before) / 2.0 < QUIET_CORES:
+            quiet = time.monotonic() - started
+            break
+    results["settling"].append({"database": database, "jobs": jobs, "phase": phase,
+                                "face_index_seconds": loaded, "idle_seconds": quiet})
+    log(f"{database} {jobs:,} jobs ({phase}): face index loaded after "
+        + (f"{loaded:.0f} s" if loaded is not None else "more than the limit")
+        + ", service idle after "
+        + (f"{quiet:.0f} s" if quiet is not None else "more than the limit"))
+
+
 def create_token(url: str, name: str) -> str:
     env = {**_base_env(), "RECEIVER_DATABASE_URL": url, "RECEIVER_LOG_LEVEL": "warning"}
     result = subprocess.run([str(RECEIVER), "tokens", "create", "--name", name,  # noqa: S603
@@ -710,6 +748,7 @@ def queries(cfg: Config, dbs: Databases, results: dict[str, Any]) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         with servers(("service", 1, url), secret=SECRET, workdir=cfg.workdir) as running:
             server = running["service"]
+            settle(server, headers, results, database=dbs.kind, jobs=size, phase="queries")
             notes = {label: describe(httpx.get(server.base + paths[0], headers=headers,
                                                timeout=30)) for label, paths in endpoints}
             rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in endpoints}
@@ -749,6 +788,7 @@ def under_load(cfg: Config, dbs: Databases, results: dict[str, Any], url: str,
     headers = {"Authorization": f"Bearer {token}"}
     with servers(("service", workers, url), secret=SECRET, workdir=cfg.workdir) as running:
         server = running["service"]
+        settle(server, headers, results, database=dbs.kind, jobs=jobs, phase="under load")
         ingest: dict[str, Any] = {}
 
         def post() -> None:
@@ -905,11 +945,12 @@ def face_search(cfg: Config, results: dict[str, Any]) -> None:
 def people_clustering(cfg: Config, results: dict[str, Any]) -> None:
     """bench/people.py on the issue's data set: 1,000 identities x 20 observations."""
     from bench import people
+    from service.faces.people import ASSIGN_THRESHOLD
 
     log("people clustering: 1,000 identities x 20 observations, 128-d")
     incremental, reclustered = people.run(1000, 20)
     results["people"] = {"identities": 1000, "observations": 20, "dimension": 128,
-                         "threshold": people.ASSIGN_THRESHOLD,
+                         "threshold": ASSIGN_THRESHOLD,
                          "incremental": dataclasses.asdict(incremental),
                          "reclustered": dataclasses.asdict(reclustered)}
     log(incremental.line("incremental"))
@@ -927,7 +968,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set)
                        else v) for k, v in vars(cfg).items()},
         "machine": machine_info(), "databases": {}, "throughput": [], "cost": [],
-        "queries": [], "seeding": [], "under_load": [], "client_check": None, "faces": [],
+        "queries": [], "seeding": [], "settling": [], "under_load": [], "client_check": None,
+        "faces": [],
         "payload_sizes": {n: payloads.template(n, cfg.seed).size
                           for n in payloads.PAYLOAD_NAMES},
     }

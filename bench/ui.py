@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +79,11 @@ async def _token(settings: Settings) -> str:
 async def measure(database_url: str, jobs: int, requests: int) -> list[dict[str, Any]]:
     """Sign in, wait for the face index and people, then time each page ``requests``
     times."""
-    key = base64.b64encode(os.urandom(32)).decode("ascii")
     settings = Settings(database_url=database_url, webhook_secrets=(SECRET,),
-                        log_level="warning", encryption_keys=parse_keys(f"bench-ui:{key}"))
+                        log_level="warning").with_key_file()
+    if settings.encryption_keys is None:  # no service ran on it: a key of its own
+        key = base64.b64encode(os.urandom(32)).decode("ascii")
+        settings = replace(settings, encryption_keys=parse_keys(f"bench-ui:{key}"))
     token = await _token(settings)
     app = create_app(settings)
     results = []
@@ -138,7 +142,10 @@ def step(cfg: Any, dbs: Any, results: dict[str, Any]) -> None:
         seeded = size
     requests = 30 if cfg.quick else 200
     configure_logging("json", "warning")  # the in-process app's request lines stay quiet
-    found = asyncio.run(measure(url, seeded, requests))
+    # In the servers' folder: the data folder (./data on PostgreSQL) holds the key that the
+    # services of the query benchmark sealed their deliveries' biometrics under.
+    with contextlib.chdir(cfg.workdir):
+        found = asyncio.run(measure(url, seeded, requests))
     for entry in found:
         entry.update(database=dbs.kind, jobs=seeded)
     results.setdefault("ui", []).extend(found)
