@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy.engine import make_url
 from threadpoolctl import threadpool_info
 
 from service.config import Settings
@@ -28,6 +29,7 @@ from service.db import Database
 from service.faces import index as face_index
 from service.faces import snapshot, sync
 from service.faces.snapshot import FILE_NAME
+from service.migrations import upgrade
 from service.privacy.keys import parse_keys
 from service.privacy.policy import BiometricPolicy
 from service.privacy.retention import Retention, purge
@@ -492,6 +494,63 @@ async def test_the_index_survives_a_restart_from_its_encrypted_snapshot_and_a_co
         await indexed(client, reader, vectors[0], "kept", 2)
     assert "faces.snapshot_discarded" in events(json_logs)
     assert "faces.index_built" in events(json_logs)
+
+
+async def test_a_snapshot_stays_usable_after_the_latest_job_was_deleted(
+        settings: Settings, read_token: str, json_logs: io.StringIO) -> None:
+    """Deleting the latest job takes its deliveries, so the highest delivery id left is below
+    the snapshot's cursor: that is not a snapshot from a later database."""
+    admin = await create_token(settings, name="dpo", scope="admin")
+    tag = uuid.uuid4().hex[:6]
+    async with serve_in_process(settings) as client:
+        await deliver(client, image_job(f"kept-{tag}", [person(VECTOR)]))
+        await deliver(client, image_job(f"latest-{tag}", [person(NEAR)]))
+        await indexed(client, read_token, NEAR, f"latest-{tag}")
+        await indexed(client, read_token, VECTOR, f"kept-{tag}")
+        deleted = await client.delete(f"/v1/jobs/latest-{tag}", headers=bearer(admin))
+        assert deleted.status_code == 204, deleted.text
+
+        async def gone() -> bool:
+            data = await hits(client, read_token, {"embedding": NEAR, "k": 100})
+            return all(h["job_id"] != f"latest-{tag}" for h in data)
+
+        await eventually(gone, "the deleted job out of the index")
+    json_logs.truncate(0)
+    json_logs.seek(0)
+    async with serve_in_process(settings) as client:
+        await indexed(client, read_token, VECTOR, f"kept-{tag}")
+        data = await hits(client, read_token, {"embedding": NEAR, "k": 100})
+    assert all(h["job_id"] != f"latest-{tag}" for h in data)
+    assert "faces.snapshot_loaded" in events(json_logs)
+    assert "faces.snapshot_discarded" not in events(json_logs)
+
+
+async def test_a_snapshot_of_a_database_that_has_gone_further_is_discarded(
+        sqlite_url: str, json_logs: io.StringIO) -> None:
+    settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,),
+                        encryption_keys=parse_keys(TEST_KEY_LINE))
+    async with serve_in_process(settings) as client:
+        await deliver(client, image_job("first", [person(VECTOR)]))
+        await indexed(client, await create_token(settings, name="r", scope="read"), VECTOR,
+                      "first")
+    path = settings.data_dir / FILE_NAME
+    kept = path.read_bytes()
+    database = Path(make_url(sqlite_url).database or "")
+    for suffix in ("", "-wal", "-shm"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)
+    await asyncio.to_thread(upgrade, sqlite_url)  # the same place, a database begun anew
+    path.write_bytes(kept)
+    json_logs.truncate(0)
+    json_logs.seek(0)
+    async with serve_in_process(settings) as client:
+        reader = await create_token(settings, name="r2", scope="read")
+
+        async def empty() -> bool:
+            answer = await search(client, reader, {"embedding": VECTOR})
+            return answer.status_code == 422
+        await eventually(empty, "an index built from the new, empty database")
+    assert "faces.snapshot_discarded" in events(json_logs)
+    assert "ahead of the database" in json_logs.getvalue()
 
 
 @pytest.mark.parametrize("retention", [Retention(jobs_days=1), Retention(biometrics_days=1)])

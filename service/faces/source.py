@@ -50,6 +50,24 @@ def max_ids(conn: sa.Connection) -> tuple[int, int]:
     return int(delivery or 0), int(record or 0)
 
 
+def ids_ever(conn: sa.Connection) -> tuple[int, int]:
+    """The highest delivery id and audit record id ever given (0 when none): unlike
+    :func:`max_ids`, not lowered by deleting the latest job (whose deliveries go with it).
+    A snapshot whose cursors are above these was made from another (later) database."""
+    highest = []
+    for table in (_deliveries, _audit):
+        if conn.dialect.name == "postgresql":
+            given = conn.execute(sa.text(
+                "SELECT pg_sequence_last_value(pg_get_serial_sequence(:table, 'id')::regclass)"),
+                {"table": table.name}).scalar_one_or_none()
+        else:
+            given = conn.execute(sa.text("SELECT seq FROM sqlite_sequence WHERE name = :table"),
+                                 {"table": table.name}).scalar_one_or_none()
+        present = conn.execute(sa.select(sa.func.max(table.c.id))).scalar_one()
+        highest.append(max(int(given or 0), int(present or 0)))
+    return highest[0], highest[1]
+
+
 def job_pks_after(conn: sa.Connection, after: int, limit: int) -> list[int]:
     """Primary keys of jobs, in order, after ``after``."""
     return [int(pk) for pk in conn.execute(

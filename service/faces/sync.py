@@ -213,7 +213,7 @@ class FaceSync:
                 hnsw_threshold=self.hnsw_threshold)
         except snapshot.SnapshotUnusable as exc:
             return str(exc)
-        delivery_id, audit_id = await self.database.run_read(source.max_ids)
+        delivery_id, audit_id = await self.database.run_read(source.ids_ever)
         if loaded.cursors.delivery_id > delivery_id or loaded.cursors.audit_id > audit_id:
             return "ahead of the database (restored from a backup?)"
         self.index = loaded.index
