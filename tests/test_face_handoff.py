@@ -237,12 +237,11 @@ async def test_hand_overs_past_their_memory_bound_are_read_back_instead(
     assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()
 
 
-@pytest.mark.parametrize("service", [True], ids=["waits-for-handoffs"], indirect=True)
-async def test_a_hand_over_arriving_after_the_round_that_met_its_delivery_is_still_indexed(
-        service: tuple[httpx.AsyncClient, Database, FaceSync],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    client, database, sync = service
-    read_back = spy_on_read_back(monkeypatch)
+async def met_once_without_its_hand_over(service: tuple[httpx.AsyncClient, Database, FaceSync]
+                                        ) -> tuple[str, int]:
+    """A new image job delivered and met by one round of the tailer, with no hand-over:
+    its job id and delivery id."""
+    client, _, sync = service
     job_id = f"images-{uuid.uuid4().hex[:6]}"
     delivery_id = await deliver(client, image_job(job_id))
     cursor = sync._cursors.delivery_id
@@ -250,6 +249,16 @@ async def test_a_hand_over_arriving_after_the_round_that_met_its_delivery_is_sti
     assert sync.index.job_pk_of(job_id) is None, "the delivery waits a round"
     assert sync._cursors.delivery_id < delivery_id, "the cursor stays below it meanwhile"
     assert sync._cursors.delivery_id >= cursor
+    return job_id, delivery_id
+
+
+@pytest.mark.parametrize("service", [True], ids=["waits-for-handoffs"], indirect=True)
+async def test_a_hand_over_arriving_after_the_round_that_met_its_delivery_is_still_indexed(
+        service: tuple[httpx.AsyncClient, Database, FaceSync],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, database, sync = service
+    read_back = spy_on_read_back(monkeypatch)
+    job_id, delivery_id = await met_once_without_its_hand_over(service)
     pk = await hand_over_tampered(database, sync, job_id, delivery_id)
     await sync.poll()
     assert vector_of(sync, FaceKey(pk, 0, 0)) == TAMPERED
@@ -261,12 +270,9 @@ async def test_a_hand_over_arriving_after_the_round_that_met_its_delivery_is_sti
 async def test_a_first_delivery_whose_hand_over_never_comes_is_read_back_one_round_later(
         service: tuple[httpx.AsyncClient, Database, FaceSync],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    client, _, sync = service
+    _, _, sync = service
     read_back = spy_on_read_back(monkeypatch)
-    job_id = f"images-{uuid.uuid4().hex[:6]}"
-    delivery_id = await deliver(client, image_job(job_id))
-    await sync.poll()
-    assert sync.index.job_pk_of(job_id) is None
+    job_id, delivery_id = await met_once_without_its_hand_over(service)
     await sync.poll()
     pk = sync.index.job_pk_of(job_id)
     assert pk is not None

@@ -92,14 +92,20 @@ def test_a_snapshot_with_appended_changes_reads_back_as_the_index_that_wrote_it(
         (hit.key, round(hit.similarity, 5)) for hit in index.search(query, 5)]
 
 
+def written_whole(path: Path, jobs: int, dimension: int, rng: np.random.Generator
+                  ) -> tuple[FaceIndex, snapshot.SnapshotFile]:
+    """An index of ``jobs`` jobs of 10 faces, written whole to a new file."""
+    index = FaceIndex()
+    for job_pk in range(1, jobs + 1):
+        index.add(faces_of_job(job_pk, 10, dimension, rng))
+    file = snapshot.write_exported(path, index.export(), Cursors(), TEST_KEYRING, DATABASE)
+    index.saved(index.checkpoint())
+    return index, file
+
+
 def test_appended_records_weigh_what_changed_not_the_whole_index(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
-    index = FaceIndex()
-    for job_pk in range(1, 201):
-        index.add(faces_of_job(job_pk, 10, 128, rng))
-    file = snapshot.write_exported(tmp_path / "s", index.export(), Cursors(), TEST_KEYRING,
-                                   DATABASE)
-    index.saved(index.checkpoint())
+    index, file = written_whole(tmp_path / "s", 200, 128, rng)
     index.add(faces_of_job(201, 10, 128, rng))
     exported = index.export_since()
     assert exported is not None
@@ -111,12 +117,7 @@ def test_appended_records_weigh_what_changed_not_the_whole_index(tmp_path: Path)
 
 
 def test_a_file_mostly_of_faces_no_longer_indexed_is_worth_rewriting(tmp_path: Path) -> None:
-    rng = np.random.default_rng(6)
-    index = FaceIndex()
-    for job_pk in range(1, 31):
-        index.add(faces_of_job(job_pk, 10, 8, rng))
-    file = snapshot.write_exported(tmp_path / "s", index.export(), Cursors(), TEST_KEYRING,
-                                   DATABASE)
+    index, file = written_whole(tmp_path / "s", 30, 8, np.random.default_rng(6))
     written = [file.worth_rewriting(len(index))]
     for _ in range(5):  # as if every job had been replaced by a result with other faces
         file.append(index.export(), Cursors())
