@@ -238,15 +238,27 @@ class Collection:
         self.alive: npt.NDArray[np.bool_] = grow("alive", np.bool_, (capacity,))
         self.capacity = capacity
 
+    def _reserve(self, count: int) -> tuple[int, int]:
+        """Room for ``count`` more rows (the arrays doubled as needed): their start and stop."""
+        start, stop = self.size, self.size + count
+        if stop > self.capacity:
+            capacity = self.capacity
+            while stop > capacity:
+                capacity *= 2
+            self._allocate(capacity)
+        return start, stop
+
+    def _commit(self, keys: list[FaceKey], start: int, stop: int) -> None:
+        """Rows ``start:stop``, filled, become the live faces ``keys``."""
+        self.alive[start:stop] = True
+        self.rows.update(zip(keys, range(start, stop), strict=True))
+        self.size = stop
+        self.live += stop - start
+
     def add(self, faces: FaceBatch, vectors: Vectors) -> None:
         """Append ``faces`` (their keys not in the collection) with their unit ``vectors``."""
         count = len(faces)
-        if self.size + count > self.capacity:
-            capacity = self.capacity
-            while self.size + count > capacity:
-                capacity *= 2
-            self._allocate(capacity)
-        start, stop = self.size, self.size + count
+        start, stop = self._reserve(count)
         self.vectors[start:stop] = vectors
         keys = np.fromiter(itertools.chain.from_iterable(faces.keys), dtype=np.int64,
                            count=3 * count).reshape(count, 3)
@@ -257,11 +269,20 @@ class Collection:
         self.received_at[start:stop] = faces.received_at
         self.allowlisted[start:stop] = [-1 if a is None else int(a) for a in faces.allowlisted]
         self.has_thumbnail[start:stop] = faces.has_thumbnail
-        self.alive[start:stop] = True
-        self.rows.update(zip(faces.keys, range(start, stop), strict=True))
-        self.size = stop
-        self.live += count
+        self._commit(faces.keys, start, stop)
         self._maybe_build()
+
+    def add_arrays(self, keys: list[FaceKey], vectors: bytes,
+                   arrays: dict[str, bytes]) -> None:
+        """Append faces given as a snapshot holds them (:meth:`FaceIndex.export`): their keys
+        (not in the collection), unit vectors and metadata arrays, as raw bytes."""
+        start, stop = self._reserve(len(keys))
+        self.vectors[start:stop] = np.frombuffer(vectors, dtype=np.float32).reshape(
+            len(keys), self.dimension)
+        for name, data in arrays.items():
+            array = getattr(self, name)
+            array[start:stop] = np.frombuffer(data, dtype=array.dtype)
+        self._commit(keys, start, stop)
 
     def remove(self, keys: Iterable[FaceKey]) -> int:
         rows = [row for row in (self.rows.pop(key, None) for key in keys) if row is not None]
@@ -529,28 +550,39 @@ class FaceIndex:
                 batch = batch.select(valid)
                 if not len(batch):
                     continue
-            present = [key for key in batch.keys if key.job_pk in self._jobs]
-            if present:
-                self.remove_faces(present)
+            self._remove_present(batch.keys)
             dimension = batch.dimension
-            collection = self.collections.get(dimension)
-            if collection is None:
-                collection = self.collections[dimension] = Collection(
-                    dimension, hnsw_threshold=self.hnsw_threshold)
-            collection.add(batch, matrix)
-            jobs = self._jobs
-            for key, job_id in zip(batch.keys, batch.job_ids, strict=True):
-                job = jobs.get(key.job_pk)
-                if job is None:
-                    job = jobs[key.job_pk] = (job_id, {})
-                    self._job_pks[job_id] = key.job_pk
-                job[1][key] = dimension
+            self._collection(dimension).add(batch, matrix)
+            self._register(batch.keys, batch.job_ids, dimension)
             if dimension in added:
                 keys, vectors = added[dimension]
                 added[dimension] = (keys + batch.keys, np.vstack([vectors, matrix]))
             else:
                 added[dimension] = (list(batch.keys), matrix)
         return added
+
+    def _collection(self, dimension: int) -> Collection:
+        collection = self.collections.get(dimension)
+        if collection is None:
+            collection = self.collections[dimension] = Collection(
+                dimension, hnsw_threshold=self.hnsw_threshold)
+        return collection
+
+    def _remove_present(self, keys: list[FaceKey]) -> None:
+        """Remove those of ``keys`` already indexed (a face added again replaces itself)."""
+        present = [key for key in keys if key.job_pk in self._jobs]
+        if present:
+            self.remove_faces(present)
+
+    def _register(self, keys: list[FaceKey], job_ids: Iterable[str], dimension: int) -> None:
+        """Record ``keys`` (just added in ``dimension``) under their jobs."""
+        jobs = self._jobs
+        for key, job_id in zip(keys, job_ids, strict=True):
+            job = jobs.get(key.job_pk)
+            if job is None:
+                job = jobs[key.job_pk] = (job_id, {})
+                self._job_pks[job_id] = key.job_pk
+            job[1][key] = dimension
 
     def remove_faces(self, keys: Iterable[FaceKey]) -> int:
         removed = 0
@@ -699,34 +731,12 @@ class FaceIndex:
 
     def _append_part(self, part: dict[str, Any], job_ids: dict[int, str]) -> None:
         dimension, count = int(part["dimension"]), int(part["count"])
-        collection = self.collections.get(dimension)
-        if collection is None:
-            collection = self.collections[dimension] = Collection(
-                dimension, hnsw_threshold=self.hnsw_threshold)
-        start, stop = collection.size, collection.size + count
-        if stop > collection.capacity:
-            capacity = collection.capacity
-            while capacity < stop:
-                capacity *= 2
-            collection._allocate(capacity)
-        vectors = np.frombuffer(part["vectors"], dtype=np.float32)
-        collection.vectors[start:stop] = vectors.reshape(count, dimension)
-        for name in self._ARRAYS:
-            array = getattr(collection, name)
-            array[start:stop] = np.frombuffer(part[name], dtype=array.dtype)
-        keys = [FaceKey(*triple) for triple in zip(
-            collection.job_pk[start:stop].tolist(), collection.item_index[start:stop].tolist(),
-            collection.person_index[start:stop].tolist(), strict=True)]
-        present = [key for key in keys if key.job_pk in self._jobs]
-        if present:
-            self.remove_faces(present)
-        collection.alive[start:stop] = True
-        collection.size = stop
-        collection.live += count
-        collection.rows.update(zip(keys, range(start, stop), strict=True))
-        for key in keys:
-            job = self._jobs.get(key.job_pk)
-            if job is None:
-                job = self._jobs[key.job_pk] = (job_ids[key.job_pk], {})
-                self._job_pks[job[0]] = key.job_pk
-            job[1][key] = dimension
+        collection = self._collection(dimension)
+        columns = [np.frombuffer(part[name], dtype=getattr(collection, name).dtype,
+                                 count=count).tolist()
+                   for name in ("job_pk", "item_index", "person_index")]
+        keys = [FaceKey(*triple) for triple in zip(*columns, strict=True)]
+        self._remove_present(keys)
+        collection.add_arrays(keys, part["vectors"],
+                              {name: part[name] for name in self._ARRAYS})
+        self._register(keys, [job_ids[key.job_pk] for key in keys], dimension)
