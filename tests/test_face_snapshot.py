@@ -7,6 +7,7 @@ after an erasure."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +284,23 @@ async def test_a_failing_first_write_is_not_retried_every_round(
     await tailer._save()
     tailer._dirty = True
     assert not tailer._save_due()
+
+
+@pytest.mark.anyio
+async def test_stopping_waits_for_a_save_under_way_to_finish_writing(
+        tailer: FaceSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(29)
+    tailer.index.add(faces_of_job(1, 5, 16, rng))
+    real_write = snapshot.write_exported
+
+    def slow_write(*args: Any) -> snapshot.SnapshotFile:
+        time.sleep(0.3)  # a large index's write, still on its thread when stop() comes
+        return real_write(*args)
+
+    monkeypatch.setattr(snapshot, "write_exported", slow_write)
+    saving = asyncio.create_task(tailer._save_to_the_end())
+    await asyncio.sleep(0.05)
+    saving.cancel()  # as stop() cancels the tailer's task
+    await tailer.stop()
+    loaded = snapshot.read(tailer.snapshot_path, TEST_KEYRING, DATABASE)
+    assert contents(loaded.index) == contents(tailer.index)

@@ -34,7 +34,7 @@ from service.privacy.keys import parse_keys
 from service.privacy.policy import BiometricPolicy
 from service.privacy.retention import Retention, purge
 from service.vectors import pack_doubles
-from tests.conftest import bearer, create_token, serve_in_process
+from tests.conftest import bearer, create_token, serve_in_process, serve_in_process_with_state
 from tests.support.biometrics import THUMBNAIL
 from tests.support.keys import TEST_KEY_LINE
 from tests.support.logs import captured_json_logs
@@ -529,10 +529,14 @@ async def test_a_snapshot_of_a_database_that_has_gone_further_is_discarded(
         sqlite_url: str, json_logs: io.StringIO) -> None:
     settings = Settings(database_url=sqlite_url, webhook_secrets=(SECRET,),
                         encryption_keys=parse_keys(TEST_KEY_LINE))
-    async with serve_in_process(settings) as client:
+    async with serve_in_process_with_state(settings) as (client, state):
         await deliver(client, image_job("first", [person(VECTOR)]))
-        await indexed(client, await create_token(settings, name="r", scope="read"), VECTOR,
-                      "first")
+        faces: sync.FaceSync = state["faces"]
+
+        async def followed() -> bool:  # the snapshot's cursor then covers the delivery
+            return faces._cursors.delivery_id >= 1 and faces.index.job_pk_of("first") is not None
+
+        await eventually(followed, "the tailer past the delivery")
     path = settings.data_dir / FILE_NAME
     kept = path.read_bytes()
     database = Path(make_url(sqlite_url).database or "")

@@ -27,17 +27,17 @@ it.
 The snapshot is brought up to date every :data:`SNAPSHOT_SECONDS` while the index changes (or
 less often when writing takes long: at most :data:`SNAPSHOT_SHARE` of the time goes to it), at
 shutdown, on the tailer's next round after an erasure, and on the first round with faces when
-there is no snapshot yet. Usually that appends what changed
-since the last write; after an erasure the whole file is rewritten, so an erased face does not
-linger on disk (see :mod:`service.faces.snapshot` for when else).
+there is no snapshot yet. Usually that appends what changed since the last write; after an
+erasure the whole file is rewritten, so an erased face does not linger on disk (see
+:mod:`service.faces.snapshot` for when else).
 
 Hook for people clustering: :attr:`FaceSync.on_faces_added` is a list of async callables
 ``hook(faces: list[FaceKey], dimension: int, vectors: numpy.ndarray, *, new_jobs: bool)``
 (unit float32 vectors, one row per key; ``new_jobs``: the faces of jobs just stored for the
 first time, from their hand-overs, so in no cluster yet) awaited after the tailer indexes new
-faces (not for the faces present at
-start-up: read those with :meth:`service.faces.index.FaceIndex.faces`). A hook that raises is
-logged and does not stop the tailer.
+faces (not for the faces present at start-up: read those with
+:meth:`service.faces.index.FaceIndex.faces`). A hook that raises is logged and does not stop
+the tailer.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ class FaceSync:
         self._snapshot_file: snapshot.SnapshotFile | None = None
         """The file the next snapshot appends to; None: write a whole new one."""
         self._save_failed = False
+        self._saving: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.peers = None if peers_folder is None else Peers(peers_folder, self.handed_over)
         """The other processes of this data folder, which hand over the jobs they store."""
@@ -140,6 +141,9 @@ class FaceSync:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._saving is not None:  # a save under way is finished, not cut short
+            with contextlib.suppress(Exception):
+                await self._saving
         if self.peers is not None:
             await self.peers.stop()
         if self.ready and (self._dirty or self._erased):
@@ -162,7 +166,7 @@ class FaceSync:
             try:
                 await self.poll()
                 if self._save_due():
-                    await self._save()
+                    await self._save_to_the_end()
             except UNAVAILABLE_ERRORS as exc:
                 log.warning("faces.sync_failed", **describe_error(exc))
                 await asyncio.sleep(self.poll_seconds * 4)
@@ -203,7 +207,7 @@ class FaceSync:
         self._dirty = True
         log.info("faces.index_built", faces=len(self.index), dimensions=self.index.dimensions,
                  seconds=round(time.monotonic() - started, 3))
-        await self._save()
+        await self._save_to_the_end()
 
     async def _try_snapshot(self) -> str | None:
         """None when the snapshot was loaded, else why not."""
@@ -223,6 +227,14 @@ class FaceSync:
         if not loaded.complete:
             log.warning("faces.snapshot_tail_discarded", records=loaded.file.records)
         return None
+
+    async def _save_to_the_end(self) -> None:
+        """:meth:`_save`, which :meth:`stop` waits for rather than cuts short: its write runs
+        on a thread that a cancellation would not stop, and the changes it took would be
+        missing from the final save."""
+        self._saving = asyncio.ensure_future(self._save())
+        await asyncio.shield(self._saving)
+        self._saving = None
 
     def _save_due(self) -> bool:
         """After an erasure; while the index changes, every snapshot interval, and at the
@@ -266,11 +278,14 @@ class FaceSync:
                     snapshot.write_exported, self.snapshot_path, exported, cursors,
                     self.keyring, self.database_name)
                 size, written = file.size, "rewritten"
-        except (OSError, snapshot.SnapshotReplaced) as exc:
-            if isinstance(exc, snapshot.SnapshotReplaced):
-                self._snapshot_file = None  # the next write rewrites it
-            log.warning("faces.snapshot_failed", error_type=type(exc).__name__)
+        except snapshot.SnapshotReplaced:
+            self._snapshot_file = None  # not the file it wrote: the next write rewrites it
             self._save_failed = True
+            log.warning("faces.snapshot_failed", error_type="SnapshotReplaced")
+            return
+        except OSError as exc:
+            self._save_failed = True
+            log.warning("faces.snapshot_failed", error_type=type(exc).__name__)
             return
         self._save_failed = False
         self.index.saved(checkpoint)
