@@ -335,3 +335,30 @@ def test_a_hand_over_lists_the_faces_in_the_order_the_read_back_gives() -> None:
     assert list(zip(stored.item_indexes, stored.person_indexes, strict=True)) == [
         (0, 0), (0, 1), (1, 0)]
     assert stored.packed[2] == pack_doubles([1.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["from-the-snapshot", "built"])
+async def test_an_index_loaded_where_hand_overs_are_awaited_answers_with_every_job_committed_before(
+        service: tuple[httpx.AsyncClient, Database, FaceSync], settings: Settings,
+        tmp_path: Path, snapshot: bool) -> None:
+    """A job stored while no index of this process ran (its hand-over went to a process that
+    is gone, or nowhere) is indexed by the load's round, not one round after it answers."""
+    client, database, sync = service
+    first = f"images-{uuid.uuid4().hex[:6]}"
+    await deliver(client, image_job(first))
+    await sync.poll()
+    await sync.poll()
+    await sync.stop()  # writes its snapshot
+    path = tmp_path / "own.snapshot"
+    assert path.exists()
+    if not snapshot:
+        path.unlink()
+    later = f"images-{uuid.uuid4().hex[:6]}"
+    await deliver(client, image_job(later))
+    again = await ready_sync(database.background, settings, path, wait_for_handoffs=True)
+    try:
+        assert again.loaded_from == ("snapshot" if snapshot else "database")
+        assert again.index.job_pk_of(first) is not None
+        assert again.index.job_pk_of(later) is not None
+    finally:
+        await again.stop()

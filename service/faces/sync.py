@@ -329,7 +329,9 @@ class FaceSync:
         """The handed-over jobs of ``deliveries`` that this round may index from memory (those
         with no other delivery in the round; the caller takes none when the round holds an
         erasing record), and the first deliveries that may wait a round for theirs: met for
-        the first time, above the cursor, alone in the round for their job."""
+        the first time, above the cursor, alone in the round for their job, once the index
+        is ready (before, hand-overs are not taken: the load's round reads everything back,
+        so the index answers with every job committed before it)."""
         per_job = Counter(job_id for _, job_id, _ in deliveries)
         taken = []
         wait: dict[int, str] = {}
@@ -339,7 +341,7 @@ class FaceSync:
                 continue
             if stored is not None and stored.job_id == job_id:
                 taken.append(stored)
-            elif (stored is None and first and self.wait_for_handoffs
+            elif (stored is None and first and self.wait_for_handoffs and self.ready
                   and delivery_id > cursor and delivery_id not in self._waiting):
                 wait[delivery_id] = job_id
         return taken, wait
