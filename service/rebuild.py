@@ -6,7 +6,9 @@ prove that ingest lost nothing.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,18 +26,22 @@ def _present(**fields: Any) -> Json:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _grouped(conn: sa.Connection, model: type[Any], job_pk: int,
-                   depth: int) -> _Grouped:
+@functools.cache
+def _rows_of_job(table_name: str) -> sa.Select[Any]:
+    """A table's rows of one job (``job_pk`` bound at execution), in key order: built once."""
+    table = models.metadata.tables[table_name]
+    keys = [table.c[name] for name in models.POSITION_KEYS[table_name]]
+    return sa.select(table).where(table.c.job_pk == sa.bindparam("job_pk")).order_by(*keys)
+
+
+def _grouped(conn: sa.Connection, model: type[Any], job_pk: int, depth: int) -> _Grouped:
     """Rows of one table, in key order, grouped by their first ``depth`` key columns after
     ``job_pk``."""
-    table = models.table_of(model)
-    keys = [table.c[name] for name in models.POSITION_KEYS[table.name]]
-    result = conn.execute(
-        sa.select(table).where(table.c.job_pk == job_pk).order_by(*keys)
-    )
+    table_name = models.table_of(model).name
+    names = models.POSITION_KEYS[table_name][:depth]
     groups: _Grouped = defaultdict(list)
-    for row in result:
-        groups[tuple(getattr(row, c.name) for c in keys[:depth])].append(row)
+    for row in conn.execute(_rows_of_job(table_name), {"job_pk": job_pk}):
+        groups[tuple([getattr(row, name) for name in names])].append(row)
     return groups
 
 
@@ -64,11 +70,25 @@ def _list(count: int | None, rows: list[Json]) -> list[Json] | None:
     return None if count is None else rows
 
 
-def rebuild(conn: sa.Connection, job_id: str, revealer: Revealer) -> Json | None:
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    payload: Json
+    withheld: str | None
+    """What the payload lacks: fields a ``drop`` policy left out and persons whose biometric
+    fields were erased (a header value), or None."""
+
+
+@functools.cache
+def _job_by_id() -> sa.Select[Any]:
+    jobs = models.jobs
+    return sa.select(jobs).where(jobs.c.job_id == sa.bindparam("job_id"))
+
+
+def rebuild(conn: sa.Connection, job_id: str, revealer: Revealer) -> Rebuilt | None:
     """The payload of ``job_id`` as the upstream delivered it, or None if unknown. Biometric
-    fields that a ``drop`` policy or an erasure took out are absent (see :func:`withheld`)."""
-    jobs = models.table_of(models.Job)
-    job = (conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id))).one_or_none()
+    fields that a ``drop`` policy or an erasure took out are absent (and named in
+    :attr:`Rebuilt.withheld`)."""
+    job = conn.execute(_job_by_id(), {"job_id": job_id}).one_or_none()
     if job is None:
         return None
     pk = job.id
@@ -135,26 +155,15 @@ def rebuild(conn: sa.Connection, job_id: str, revealer: Revealer) -> Json | None
         payload["items"] = image_items
     if job.error is not None:
         payload["error"] = payloads.decode_error(job.error)
-    return payload
+    erased = [row for rows in persons.values() for row in rows if row.erased]
+    return Rebuilt(payload, _withheld(job.withheld, sorted(
+        (row.item_index, row.person_index) for row in erased)))
 
 
-def withheld(conn: sa.Connection, job_id: str) -> str | None:
-    """What the rebuilt payload of ``job_id`` lacks: fields a ``drop`` policy left out and
-    persons whose biometric fields were erased (a header value), or None."""
-    jobs = models.jobs
-    persons = models.table_of(models.Person)
-    job = conn.execute(sa.select(jobs.c.id, jobs.c.withheld)
-                       .where(jobs.c.job_id == job_id)).one_or_none()
-    if job is None:
-        return None
-    erased = conn.execute(
-        sa.select(persons.c.item_index, persons.c.person_index)
-        .where(persons.c.job_pk == job.id, persons.c.erased)
-        .order_by(persons.c.item_index, persons.c.person_index)).all()
+def _withheld(fields: str | None, erased: list[tuple[int, int]]) -> str | None:
     parts = []
-    if job.withheld:
-        parts.append(f"fields={job.withheld}")
+    if fields:
+        parts.append(f"fields={fields}")
     if erased:
-        parts.append("erased_persons=" + ",".join(f"{r.item_index}/{r.person_index}"
-                                                  for r in erased))
+        parts.append("erased_persons=" + ",".join(f"{item}/{person}" for item, person in erased))
     return "; ".join(parts) or None

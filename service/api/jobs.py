@@ -138,15 +138,16 @@ async def get_job(request: Request) -> Response:
 
 
 async def get_payload(request: Request) -> Response:
-    def read(conn: sa.Connection) -> tuple[str, Json | None, str | None]:
+    def read(conn: sa.Connection) -> tuple[str, rebuild.Rebuilt | None]:
         job_id = job_id_param(request)
-        payload = rebuild.rebuild(conn, job_id, revealer(request))
-        return job_id, payload, rebuild.withheld(conn, job_id) if payload else None
+        return job_id, rebuild.rebuild(conn, job_id, revealer(request))
 
-    job_id, payload, withheld = await authorized_read(request, "read", read)
-    if payload is None:
+    job_id, rebuilt = await authorized_read(request, "read", read)
+    if rebuilt is None:
         raise not_found(job_id)
-    return JSONResponse(payload, headers={WITHHELD_HEADER: withheld} if withheld else None)
+    withheld = rebuilt.withheld
+    return JSONResponse(rebuilt.payload,
+                        headers={WITHHELD_HEADER: withheld} if withheld else None)
 
 
 def entity_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
