@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from service import cjk
 
 _MAX_TERMS = 32
+_CUSTOM_PLAN = sa.text("SET LOCAL plan_cache_mode = force_custom_plan")
 _MIN_SUBSTRING = 3
 
 _COLUMNS = """
@@ -130,6 +131,11 @@ def search_ocr(conn: sa.Connection, q: str, *, language_code: str | None,
     if statement is None:
         return [], False
     sql, params = statement
+    if conn.dialect.name == "postgresql":
+        # A prepared statement's generic plan does not know the words: it estimates
+        # thousands of matches and plans for them (9 ms at 100,000 jobs where the plan for
+        # the actual words takes 1 ms). Plan each search for its own words.
+        conn.execute(_CUSTOM_PLAN)
     rows = list(conn.execute(sa.text(sql), {**params, "limit": limit + 1,
                                                   "offset": offset}))
     hits = [{
