@@ -96,14 +96,24 @@ def rebuild(conn: sa.Connection, job_id: str, revealer: Revealer) -> Rebuilt | N
     def person(row: Row[Any]) -> Json:
         return _person(row, revealer.person(conn, job.job_id, job.data_key_id, row))
     items = (_grouped(conn, models.MediaItem, pk, 0))[()]
-    scenes = _grouped(conn, models.Scene, pk, 1)
-    activity = _grouped(conn, models.FrameActivity, pk, 1)
-    sections = _grouped(conn, models.Section, pk, 1)
-    segments = _grouped(conn, models.SectionSegment, pk, 2)
-    ocr = _grouped(conn, models.OcrText, pk, 1)
-    person_scenes = _grouped(conn, models.PersonScene, pk, 1)
-    persons = _grouped(conn, models.Person, pk, 1)
-    tags = _grouped(conn, models.Tag, pk, 1)
+
+    def rows_of(model: type[Any], depth: int, *counts: str) -> _Grouped:
+        """The table's rows, when an item's ``counts`` say it has any (a read fewer for
+        each kind of entity the job has none of)."""
+        if any(getattr(item, count) for item in items for count in counts):
+            return _grouped(conn, model, pk, depth)
+        return defaultdict(list)
+
+    scenes = rows_of(models.Scene, 1, "n_scenes")
+    activity = rows_of(models.FrameActivity, 1, "n_activity")
+    sections = rows_of(models.Section, 1, "n_sections")
+    segments = (_grouped(conn, models.SectionSegment, pk, 2)
+                if any(r.n_segments for rows in sections.values() for r in rows)
+                else defaultdict(list))
+    ocr = rows_of(models.OcrText, 1, "n_ocr")
+    person_scenes = rows_of(models.PersonScene, 1, "n_person_scenes")
+    persons = rows_of(models.Person, 1, "n_person_scenes", "n_persons")
+    tags = rows_of(models.Tag, 1, "n_tags")
 
     payload: Json = {"job_id": job.job_id, "status": job.status}
     image_items: list[Json] = []
