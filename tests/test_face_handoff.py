@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,10 @@ async def service(settings: Settings, tmp_path: Path, monkeypatch: pytest.Monkey
                   request: pytest.FixtureRequest
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Database, FaceSync]]:
     monkeypatch.chdir(tmp_path)
-    async with serve_in_process_with_state(settings) as (client, state):
+    # The service's own index is off: the test's index is the only one that reads jobs back
+    # (a second one, still loading when a job arrives, would read it back and be counted).
+    async with serve_in_process_with_state(replace(settings, face_index=False)) as (
+            client, state):
         database: Database = state["database"]
         sync = await ready_sync(database.background, settings, tmp_path / "own.snapshot",
                                 wait_for_handoffs=request.param)
