@@ -78,17 +78,14 @@ class Rebuilt:
     fields were erased (a header value), or None."""
 
 
-@functools.cache
-def _job_by_id() -> sa.Select[Any]:
-    jobs = models.jobs
-    return sa.select(jobs).where(jobs.c.job_id == sa.bindparam("job_id"))
+_JOB_BY_ID = sa.select(models.jobs).where(models.jobs.c.job_id == sa.bindparam("job_id"))
 
 
 def rebuild(conn: sa.Connection, job_id: str, revealer: Revealer) -> Rebuilt | None:
     """The payload of ``job_id`` as the upstream delivered it, or None if unknown. Biometric
     fields that a ``drop`` policy or an erasure took out are absent (and named in
     :attr:`Rebuilt.withheld`)."""
-    job = conn.execute(_job_by_id(), {"job_id": job_id}).one_or_none()
+    job = conn.execute(_JOB_BY_ID, {"job_id": job_id}).one_or_none()
     if job is None:
         return None
     pk = job.id

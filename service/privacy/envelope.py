@@ -67,9 +67,10 @@ def field_aad(job_id: str, field: str, *parts: int | str) -> bytes:
     return _encode(("field", job_id, field, *parts))
 
 
+@functools.lru_cache(maxsize=1024)
 def field_aad_prefix(job_id: str, field: str) -> bytes:
     """``field_aad(job_id, field)``, to extend with :func:`extend_aad` for each value of a
-    field (one encoding of the job and field for all its values)."""
+    field (one encoding of the job and field for all its values; the latest jobs' kept)."""
     return _encode(("field", job_id, field))
 
 

@@ -44,7 +44,7 @@ def body_aad(job_id: str | None, sha256: str) -> bytes:
 
 
 def person_aad(job_id: str, field: str, item_index: int, person_index: int) -> bytes:
-    return field_aad(job_id, field, item_index, person_index)
+    return extend_aad(field_aad_prefix(job_id, field), item_index, person_index)
 
 
 def new_job_key(keyring: Keyring, job_id: str | None,

@@ -18,16 +18,9 @@ import sqlalchemy as sa
 import zstandard
 
 from service import models
-from service.privacy.envelope import (
-    KeyMismatch,
-    SealedValueError,
-    Sealer,
-    extend_aad,
-    field_aad_prefix,
-    unwrap_data_key,
-)
+from service.privacy.envelope import KeyMismatch, SealedValueError, Sealer, unwrap_data_key
 from service.privacy.keys import Keyring, UnknownKeyId
-from service.privacy.protect import body_aad
+from service.privacy.protect import body_aad, person_aad
 
 _data_keys = models.data_keys
 _PREFETCH_BATCH = 500
@@ -63,7 +56,6 @@ class Revealer:
     def __init__(self, keyring: Keyring | None) -> None:
         self._keyring = keyring
         self._open: dict[str, OpenKey | None] = {}
-        self._aad_prefixes: dict[tuple[str, str], bytes] = {}
 
     def key(self, conn: sa.Connection, data_key_id: str | None) -> OpenKey | None:
         """The data key, unwrapped; None when there is none or it was destroyed."""
@@ -128,23 +120,15 @@ class Revealer:
             if key is not None:
                 item, index = row.item_index, row.person_index
                 if sealed[0] is not None:
-                    embedding = _open(key.sealer, sealed[0], self._person_aad(
+                    embedding = _open(key.sealer, sealed[0], person_aad(
                         job_id, "face_embedding", item, index), data_key_id)
                 if sealed[1] is not None:
-                    thumbnail = _open(key.sealer, sealed[1], self._person_aad(
+                    thumbnail = _open(key.sealer, sealed[1], person_aad(
                         job_id, "face_thumbnail", item, index), data_key_id).decode("utf-8")
                 if sealed[2] is not None:
-                    age, gender = _decode(_open(key.sealer, sealed[2], self._person_aad(
+                    age, gender = _decode(_open(key.sealer, sealed[2], person_aad(
                         job_id, "demographics", item, index), data_key_id))
         return PersonBiometrics(embedding, thumbnail, age, gender)
-
-    def _person_aad(self, job_id: str, field: str, item_index: int, person_index: int
-                    ) -> bytes:
-        """``protect.person_aad``, the job and field encoded once per read."""
-        prefix = self._aad_prefixes.get((job_id, field))
-        if prefix is None:
-            prefix = self._aad_prefixes[job_id, field] = field_aad_prefix(job_id, field)
-        return extend_aad(prefix, item_index, person_index)
 
 
 @dataclass(frozen=True, slots=True)
