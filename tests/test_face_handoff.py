@@ -161,6 +161,12 @@ async def hand_over_tampered(database: Database, sync: FaceSync, job_id: str,
     return int(pk)
 
 
+def stored_vector(embedding: list[float]) -> list[float]:
+    """An embedding as the index holds it read back from the database (unit, float32)."""
+    unit = np.array(embedding) / np.linalg.norm(embedding)
+    return list(unit.astype(np.float32).round(6).tolist())
+
+
 def vector_of(sync: FaceSync, key: FaceKey) -> list[float] | None:
     collection = sync.index.collections[4]
     row = collection.rows.get(key)
@@ -210,8 +216,7 @@ async def test_an_erasure_in_the_same_round_wins_over_the_handed_over_faces(
     assert erased.status_code == 204, erased.text
     await sync.poll()
     assert vector_of(sync, FaceKey(pk, 0, 0)) is None
-    stored = np.array([0.0, 0.3, 0.1, 0.3]) / np.linalg.norm([0.0, 0.3, 0.1, 0.3])
-    assert vector_of(sync, FaceKey(pk, 1, 0)) == stored.astype(np.float32).round(6).tolist()
+    assert vector_of(sync, FaceKey(pk, 1, 0)) == stored_vector([0.0, 0.3, 0.1, 0.3])
 
 
 async def test_a_handoff_for_a_delivery_the_tailer_already_read_back_is_dropped(
@@ -223,8 +228,7 @@ async def test_a_handoff_for_a_delivery_the_tailer_already_read_back_is_dropped(
     await sync.poll()  # waiting for hand-overs, the second round reads it back
     pk = await hand_over_tampered(database, sync, job_id, delivery_id)
     await sync.poll()
-    stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
-    assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()
+    assert vector_of(sync, FaceKey(pk, 0, 0)) == stored_vector([0.3, 0.3, 0.1, 0.0])
 
 
 async def test_hand_overs_past_their_memory_bound_are_read_back_instead(
@@ -237,8 +241,7 @@ async def test_hand_overs_past_their_memory_bound_are_read_back_instead(
                                   await deliver(client, image_job(job_id)))
     await sync.poll()
     await sync.poll()  # waiting for hand-overs, the refused one is read back a round later
-    stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
-    assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()
+    assert vector_of(sync, FaceKey(pk, 0, 0)) == stored_vector([0.3, 0.3, 0.1, 0.0])
 
 
 async def met_once_without_its_hand_over(service: tuple[httpx.AsyncClient, Database, FaceSync]
@@ -281,8 +284,7 @@ async def test_a_first_delivery_whose_hand_over_never_comes_is_read_back_one_rou
     pk = sync.index.job_pk_of(job_id)
     assert pk is not None
     assert read_back == [job_id]
-    stored = np.array([0.3, 0.3, 0.1, 0.0]) / np.linalg.norm([0.3, 0.3, 0.1, 0.0])
-    assert vector_of(sync, FaceKey(pk, 0, 0)) == stored.astype(np.float32).round(6).tolist()
+    assert vector_of(sync, FaceKey(pk, 0, 0)) == stored_vector([0.3, 0.3, 0.1, 0.0])
     assert sync._cursors.delivery_id >= delivery_id
 
 
