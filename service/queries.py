@@ -7,8 +7,11 @@ pagination (:mod:`service.pagination`).
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,15 +57,38 @@ def from_micros(value: int) -> datetime:
 
 # --- jobs ------------------------------------------------------------------------------------
 
-def _delivery_count() -> sa.ScalarSelect[Any]:
-    return (
-        sa.select(sa.func.count()).select_from(deliveries)
-        .where(deliveries.c.job_id == jobs.c.job_id).scalar_subquery()
-    )
+_DELIVERY_COUNT = (
+    sa.select(sa.func.count()).select_from(deliveries)
+    .where(deliveries.c.job_id == jobs.c.job_id).scalar_subquery().label("deliveries"))
+_COUNT_NAMES = tuple(COUNT_COLUMNS)
+_counts_of = operator.attrgetter(*COUNT_COLUMNS.values())
 
 
-def _summary(row: Row[Any]) -> Json:
-    return {
+@dataclass(frozen=True, eq=False)
+class SummaryExtra:
+    """More fields of a job summary, from other tables, read by the summary's own statement
+    (one round trip): ``join`` adds the tables to ``jobs``, ``columns`` are selected (labelled
+    apart from the job's), ``fields`` gives the extra fields of a row."""
+
+    join: Callable[[sa.FromClause], sa.FromClause]
+    columns: tuple[sa.ColumnElement[Any], ...]
+    fields: Callable[[Row[Any]], Json]
+
+
+def _summary_query(extra: SummaryExtra | None, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    if extra is None:
+        return sa.select(jobs, *columns, _DELIVERY_COUNT)
+    return (sa.select(jobs, *columns, _DELIVERY_COUNT, *extra.columns)
+            .select_from(extra.join(jobs)))
+
+
+@functools.cache
+def _summary_by_id(extra: SummaryExtra | None) -> sa.Select[Any]:
+    return _summary_query(extra).where(jobs.c.job_id == sa.bindparam("job_id"))
+
+
+def _summary(row: Row[Any], extra: SummaryExtra | None) -> Json:
+    summary = {
         "job_id": row.job_id,
         "kind": row.kind,
         "status": row.status,
@@ -70,15 +96,17 @@ def _summary(row: Row[Any]) -> Json:
         "received_at": row.received_at,
         "updated_at": row.updated_at,
         "deliveries": row.deliveries,
-        "counts": {name: getattr(row, column) for name, column in COUNT_COLUMNS.items()},
+        "counts": dict(zip(_COUNT_NAMES, _counts_of(row), strict=True)),
     }
+    if extra is not None:
+        summary.update(extra.fields(row))
+    return summary
 
 
-def job_summary(conn: sa.Connection, job_id: str) -> Json | None:
-    row = (conn.execute(
-        sa.select(jobs, _delivery_count().label("deliveries")).where(jobs.c.job_id == job_id)
-    )).one_or_none()
-    return None if row is None else _summary(row)
+def job_summary(conn: sa.Connection, job_id: str,
+                extra: SummaryExtra | None = None) -> Json | None:
+    row = conn.execute(_summary_by_id(extra), {"job_id": job_id}).one_or_none()
+    return None if row is None else _summary(row, extra)
 
 
 def job_pk(conn: sa.Connection, job_id: str) -> int | None:
@@ -88,10 +116,10 @@ def job_pk(conn: sa.Connection, job_id: str) -> int | None:
 
 
 def list_jobs(conn: sa.Connection, *, status: str | None, kind: str | None,
-                    received_after: datetime | None, received_before: datetime | None,
-                    after: list[Any] | None, limit: int) -> Page:
+              received_after: datetime | None, received_before: datetime | None,
+              after: list[Any] | None, limit: int, extra: SummaryExtra | None = None) -> Page:
     """Jobs newest first by (received_at, id); ``after`` is the last page's position."""
-    query = sa.select(jobs, jobs.c.id.label("pk"), _delivery_count().label("deliveries"))
+    query = _summary_query(extra, jobs.c.id.label("pk"))
     if status is not None:
         query = query.where(jobs.c.status == status)
     if kind is not None:
@@ -107,7 +135,7 @@ def list_jobs(conn: sa.Connection, *, status: str | None, kind: str | None,
                                         after[1]))
     query = query.order_by(jobs.c.received_at.desc(), jobs.c.id.desc()).limit(limit + 1)
     rows = list(conn.execute(query))
-    page = cut([{**_summary(r), "_pk": r.pk} for r in rows], limit,
+    page = cut([{**_summary(r, extra), "_pk": r.pk} for r in rows], limit,
                  lambda last: [micros(last["received_at"]), last["_pk"]])
     for row in page.rows:
         del row["_pk"]

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 
 from service import models, payloads
-from service.privacy.reveal import PersonBiometrics, Revealer
+from service.privacy.reveal import DATA_KEY_COLUMNS, PersonBiometrics, Revealer, with_data_key
 from service.vectors import unpack_doubles
 
 Json = dict[str, Any]
@@ -23,7 +23,10 @@ _Grouped = defaultdict[tuple[int, ...], list[Row[Any]]]
 
 
 def _present(**fields: Any) -> Json:
-    return {k: v for k, v in fields.items() if v is not None}
+    """The fields that are not None (usually all of them: then the keyword dict itself)."""
+    if None in fields.values():
+        return {k: v for k, v in fields.items() if v is not None}
+    return fields
 
 
 @functools.cache
@@ -46,7 +49,10 @@ def _grouped(conn: sa.Connection, model: type[Any], job_pk: int, depth: int) -> 
 
 
 def _segment(row: Row[Any]) -> Json:
-    return _present(start_seconds=row.start_seconds, end_seconds=row.end_seconds)
+    start, end = row.start_seconds, row.end_seconds
+    if start is None or end is None:
+        return _present(start_seconds=start, end_seconds=end)
+    return {"start_seconds": start, "end_seconds": end}
 
 
 def _person(row: Row[Any], biometrics: PersonBiometrics) -> Json:
@@ -78,7 +84,8 @@ class Rebuilt:
     fields were erased (a header value), or None."""
 
 
-_JOB_BY_ID = sa.select(models.jobs).where(models.jobs.c.job_id == sa.bindparam("job_id"))
+_JOB_BY_ID = (sa.select(models.jobs, *DATA_KEY_COLUMNS).select_from(with_data_key(models.jobs))
+              .where(models.jobs.c.job_id == sa.bindparam("job_id")))
 
 
 def rebuild(conn: sa.Connection, job_id: str, revealer: Revealer) -> Rebuilt | None:
@@ -89,6 +96,7 @@ def rebuild(conn: sa.Connection, job_id: str, revealer: Revealer) -> Rebuilt | N
     if job is None:
         return None
     pk = job.id
+    revealer.take(job)
 
     def person(row: Row[Any]) -> Json:
         return _person(row, revealer.person(conn, job.job_id, job.data_key_id, row))

@@ -92,13 +92,15 @@ def authenticate(conn: sa.Connection, token: str) -> tuple[str, Scope] | None:
     return None if found is None else (found.name, found.scope)
 
 
+_ACTIVE_BY_HASH = (
+    sa.select(_tokens.c.id, _tokens.c.name, _tokens.c.scope, _tokens.c.token_hash)
+    .where(_tokens.c.token_hash == sa.bindparam("digest"), _tokens.c.revoked_at.is_(None)))
+
+
 def find_active(conn: sa.Connection, token: str) -> ActiveToken | None:
     """The active token whose value is ``token``, or None."""
     digest = hash_token(token)
-    row = (conn.execute(
-        sa.select(_tokens.c.id, _tokens.c.name, _tokens.c.scope, _tokens.c.token_hash)
-        .where(_tokens.c.token_hash == digest, _tokens.c.revoked_at.is_(None))
-    )).first()
+    row = conn.execute(_ACTIVE_BY_HASH, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
     return ActiveToken(int(row.id), row.name, to_scope(row.scope))

@@ -17,6 +17,7 @@ import functools
 import json
 import multiprocessing
 import random
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -422,6 +423,28 @@ async def test_an_ocr_search_is_planned_for_its_own_words_and_leaves_the_connect
         assert await database.run_read(lambda conn: str(conn.execute(mode).scalar_one())) == "auto"
     finally:
         await database.dispose()
+
+
+async def test_a_payload_reads_its_job_with_its_data_key_then_each_table_of_rows_once(
+        seeded_url):
+    """Every statement of a read is a round trip: the job and its data key come in one, and no
+    table is read twice. (That the key read this way opens sealed persons is proved by the
+    round-trip tests of every privacy policy.)"""
+    database = Database.from_settings(Settings(database_url=seeded_url,
+                                               webhook_secrets=(SECRET,),
+                                               encryption_keys=TEST_KEYRING))
+    try:
+        statements = await _captured(database, QUERIES["job-payload"])
+        rebuilt = await database.run_read(QUERIES["job-payload"])
+    finally:
+        await database.dispose()
+    tables = [re.search(r"\bFROM\s+(\w+)", statement).group(1)  # type: ignore[union-attr]
+              for statement, _ in statements]
+    assert "data_keys" in statements[0][0]
+    assert not any("data_keys" in statement for statement, _ in statements[1:])
+    assert len(tables) == len(set(tables)), tables
+    assert rebuilt is not None
+    assert rebuilt.payload["result"]["ocr_results"]
 
 
 async def test_seeded_database_holds_ten_thousand_jobs_of_every_kind(seeded_url):

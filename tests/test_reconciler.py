@@ -272,14 +272,15 @@ async def test_one_leader_polls_and_another_process_takes_over_when_it_dies(
     _done(sim, job_ids[-1])
     config = reconciling(settings, sim)
     async with running(config) as first, running(config) as second:
-        await first.expect(job_ids[0])
+        # Submitted a second ago, so overdue already: due at the first round, however soon.
+        await first.expect(job_ids[0], ago=1.0)
         led = await first.reconciler.run_once()
         assert led is not None
         assert led.polls == {"stored": 1}
         assert await second.reconciler.run_once() is None  # a follower never polls
         assert second.metric("receiver_expected_jobs", status="overdue") == 0
 
-        await first.expect(job_ids[1])
+        await first.expect(job_ids[1], ago=1.0)
         if database_url.startswith("postgresql"):
             # The leader's process dies: its session ends, and the advisory lock with it.
             await asyncio.to_thread(

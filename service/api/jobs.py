@@ -72,9 +72,10 @@ AWAITED_LISTING = "jobs-awaited"
 
 
 def read_jobs(conn: sa.Connection, request: Request, *,
-              default_limit: int = params.DEFAULT_LIMIT) -> Page:
+              default_limit: int = params.DEFAULT_LIMIT,
+              extra: queries.SummaryExtra | None = None) -> Page:
     """One page of the job list for the request's filters, limit and cursor (the query API's
-    and the explorer's): a bad parameter raises its 422."""
+    and the explorer's), with ``extra`` fields: a bad parameter raises its 422."""
     status = params.choice(request, "status", JOB_STATUSES)
     kind = params.choice(request, "kind", JOB_KINDS)
     received_after = params.timestamp(request, "received_after")
@@ -85,7 +86,7 @@ def read_jobs(conn: sa.Connection, request: Request, *,
         raise pagination.bad_cursor()
     return queries.list_jobs(
         conn, status=status, kind=kind, received_after=received_after,
-        received_before=received_before, after=after, limit=limit)
+        received_before=received_before, after=after, limit=limit, extra=extra)
 
 
 def read_job_listing(conn: sa.Connection, request: Request) -> tuple[str, Page]:
@@ -95,9 +96,7 @@ def read_job_listing(conn: sa.Connection, request: Request) -> tuple[str, Page]:
     submission time). Returns the listing's cursor kind with the page."""
     awaited = _awaited_status(params.choice(request, "status", STATUSES))
     if awaited is None:
-        page = read_jobs(conn, request)
-        expected.annotate(conn, page.rows)
-        return "jobs", page
+        return "jobs", read_jobs(conn, request, extra=expected.ANNOTATION)
     kind = params.choice(request, "kind", JOB_KINDS)
     submitted_after = params.timestamp(request, "received_after")
     submitted_before = params.timestamp(request, "received_before")

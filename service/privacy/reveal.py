@@ -28,6 +28,17 @@ _DATA_KEY = (sa.select(_data_keys.c.job_id, _data_keys.c.key_id, _data_keys.c.wr
              .where(_data_keys.c.id == sa.bindparam("id")))
 _decode = msgspec.json.Decoder().decode
 
+DATA_KEY_COLUMNS = (_data_keys.c.job_id.label("data_key_job_id"),
+                    _data_keys.c.key_id.label("data_key_key_id"),
+                    _data_keys.c.wrapped.label("data_key_wrapped"))
+"""The data key's columns for a statement of ``jobs`` joined to it (:func:`with_data_key`),
+so a read of one job needs no statement of its own for the key (:meth:`Revealer.take`)."""
+
+
+def with_data_key(jobs: sa.Table) -> sa.Join:
+    """``jobs`` left-joined to its data key: select :data:`DATA_KEY_COLUMNS` from it."""
+    return jobs.outerjoin(_data_keys, _data_keys.c.id == jobs.c.data_key_id)
+
 
 class KeyUnavailable(Exception):
     """Data sealed under a master key this process does not have (or has wrong)."""
@@ -56,15 +67,28 @@ class Revealer:
     def __init__(self, keyring: Keyring | None) -> None:
         self._keyring = keyring
         self._open: dict[str, OpenKey | None] = {}
+        self._read: dict[str, Any] = {}  # data key rows read with their job, not unwrapped yet
+
+    def take(self, job: Any) -> None:
+        """Keep the data key columns of a job row (:data:`DATA_KEY_COLUMNS`), unwrapped only
+        when a sealed value of the job is opened."""
+        if job.data_key_id is not None and job.data_key_id not in self._open:
+            self._read[job.data_key_id] = job
 
     def key(self, conn: sa.Connection, data_key_id: str | None) -> OpenKey | None:
         """The data key, unwrapped; None when there is none or it was destroyed."""
         if data_key_id is None:
             return None
         if data_key_id not in self._open:
-            row = conn.execute(_DATA_KEY, {"id": data_key_id}).one_or_none()
-            self._open[data_key_id] = None if row is None else OpenKey(
-                row.job_id, Sealer(self._unwrap(data_key_id, row.key_id, row.wrapped)))
+            job = self._read.pop(data_key_id, None)
+            if job is not None:  # read with its job: destroyed when the join found none
+                self._open[data_key_id] = None if job.data_key_key_id is None else OpenKey(
+                    job.data_key_job_id, Sealer(self._unwrap(
+                        data_key_id, job.data_key_key_id, job.data_key_wrapped)))
+            else:
+                row = conn.execute(_DATA_KEY, {"id": data_key_id}).one_or_none()
+                self._open[data_key_id] = None if row is None else OpenKey(
+                    row.job_id, Sealer(self._unwrap(data_key_id, row.key_id, row.wrapped)))
         return self._open[data_key_id]
 
     def prefetch(self, conn: sa.Connection, data_key_ids: Iterable[str | None]) -> None:

@@ -135,34 +135,46 @@ def _fields(row: Any) -> Json:
             "last_polled_at": row.last_polled_at}
 
 
-def annotate(conn: sa.Connection, summaries: Sequence[Json]) -> None:
-    """Add to the summaries of stored jobs what reconciliation knows: the expectation (when
-    there is one: submitted/expected/expiry times, poll attempts) and ``reconciled``, how the
-    job's first result arrived (``poll`` when the reconciler fetched it, else ``webhook``).
+def _annotation(row: Row[Any]) -> Json:
+    fields: Json
+    if row.expected_id is None:
+        fields = dict(_NOT_EXPECTED)
+    else:
+        fields = {"submitted_at": row.expected_submitted_at,
+                  "expected_at": row.expected_expected_at,
+                  "expires_at": row.expected_deadline_at,
+                  "poll_attempts": row.expected_poll_attempts,
+                  "last_polled_at": row.expected_last_polled_at}
+    fields["reconciled"] = row.expected_reconciled
+    return fields
 
-    Only an expected job can have been polled, and the reconciler records how each one's
-    result arrived (:func:`mark_settled`) within a period: the delivery log is read only for
-    the few whose result arrived since. One query otherwise."""
-    if not summaries:
-        return
-    ids = [summary["job_id"] for summary in summaries]
-    rows = {row.job_id: row for row in conn.execute(
-        sa.select(expected.c.job_id, expected.c.submitted_at, expected.c.expected_at,
-                  expected.c.deadline_at, expected.c.poll_attempts, expected.c.last_polled_at,
-                  expected.c.reconciled)
-        .where(expected.c.job_id.in_(ids)))}
-    unsettled = [job_id for job_id, row in rows.items() if row.reconciled is None]
-    polled = set() if not unsettled else set(conn.execute(
-        sa.select(deliveries.c.job_id).where(
-            deliveries.c.job_id.in_(unsettled), deliveries.c.outcome == "stored",
-            deliveries.c.signature_scheme == "poll")).scalars())
-    for summary in summaries:
-        job_id = summary["job_id"]
-        row = rows.get(job_id)
-        reconciled: Reconciled = (
-            "poll" if (row is not None and row.reconciled == "poll") or job_id in polled
-            else "webhook")
-        summary.update(_fields(row), reconciled=reconciled)
+
+_POLLED = sa.exists().where(deliveries.c.job_id == jobs.c.job_id,
+                            deliveries.c.outcome == "stored",
+                            deliveries.c.signature_scheme == "poll")
+
+ANNOTATION = queries.SummaryExtra(
+    join=lambda base: base.outerjoin(expected, expected.c.job_id == jobs.c.job_id),
+    columns=(
+        expected.c.id.label("expected_id"),
+        expected.c.submitted_at.label("expected_submitted_at"),
+        expected.c.expected_at.label("expected_expected_at"),
+        expected.c.deadline_at.label("expected_deadline_at"),
+        expected.c.poll_attempts.label("expected_poll_attempts"),
+        expected.c.last_polled_at.label("expected_last_polled_at"),
+        # The reconciler records how each expected job's result arrived (:func:`mark_settled`)
+        # within a period: the delivery log is asked only for one whose result arrived since.
+        sa.case((expected.c.reconciled == "poll", "poll"),
+                (sa.and_(expected.c.id.is_not(None), expected.c.reconciled.is_(None), _POLLED),
+                 "poll"),
+                else_="webhook").label("expected_reconciled"),
+    ),
+    fields=_annotation,
+)
+"""What reconciliation knows of a stored job, read with its summary (:mod:`service.queries`):
+the expectation (when there is one: submitted/expected/expiry times, poll attempts) and
+``reconciled``, how the job's first result arrived (``poll`` when the reconciler fetched it,
+else ``webhook``)."""
 
 
 def _awaited_summary(row: Row[Any], now: datetime) -> Json:
@@ -178,9 +190,8 @@ def _awaited_summary(row: Row[Any], now: datetime) -> Json:
 def job_summary(conn: sa.Connection, job_id: str, now: datetime) -> Json | None:
     """A job's summary: the stored job's (:func:`service.queries.job_summary`, annotated),
     else an awaited job's, else None."""
-    summary = queries.job_summary(conn, job_id)
+    summary = queries.job_summary(conn, job_id, ANNOTATION)
     if summary is not None:
-        annotate(conn, [summary])
         return summary
     row = conn.execute(sa.select(expected).where(expected.c.job_id == job_id)).one_or_none()
     return None if row is None else _awaited_summary(row, now)
