@@ -34,6 +34,7 @@ from service.config import Settings
 from service.db import Database
 from service.pagination import Page
 from service.privacy.reveal import Revealer
+from service.reconcile import expected
 from tests.support.keys import TEST_KEYRING
 from tests.support.postgres import execute_autocommit
 from tests.support.signing import SECRET, encode
@@ -227,8 +228,9 @@ def _position(conn: sa.Connection, listing: Callable[..., Page], depth: int) -> 
 
 
 def _list_jobs(depth: int = 0, **filters: Any) -> Query:
+    """The job list as the query API reads it (with what reconciliation knows of each job)."""
     arguments = {"status": None, "kind": None, "received_after": None,
-                 "received_before": None, **filters}
+                 "received_before": None, "extra": expected.ANNOTATION, **filters}
 
     def run(conn: sa.Connection) -> Any:
         listing = functools.partial(queries.list_jobs, **arguments)
@@ -309,7 +311,7 @@ QUERIES: dict[str, Query] = {
     "jobs-by-status-and-kind": _list_jobs(status="finished", kind="video"),
     "jobs-received-between": _list_jobs(received_after=MIDDLE,
                                         received_before=MIDDLE + timedelta(hours=6)),
-    "job-summary": lambda conn: queries.job_summary(conn, RICH_VIDEO),
+    "job-summary": lambda conn: expected.job_summary(conn, RICH_VIDEO, datetime.now(UTC)),
     "job-payload": lambda conn: rebuild.rebuild(conn, RICH_VIDEO, Revealer(TEST_KEYRING)),
     "job-image-payload": lambda conn: rebuild.rebuild(conn, IMAGE_BATCH, Revealer(TEST_KEYRING)),
     **{f"job-{name}": _entity(function, job_id) for name, function, job_id in (

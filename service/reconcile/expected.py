@@ -149,9 +149,13 @@ def _annotation(row: Row[Any]) -> Json:
     return fields
 
 
-_POLLED = sa.exists().where(deliveries.c.job_id == jobs.c.job_id,
-                            deliveries.c.outcome == "stored",
-                            deliveries.c.signature_scheme == "poll")
+# A correlated look-up of the job's own deliveries (index on job_id), never a hashed set of
+# every poll delivery: a subquery with a LIMIT cannot be hashed, an EXISTS can (and
+# PostgreSQL did, with a sequential scan of the delivery log).
+_POLLED = (sa.select(sa.literal(1)).select_from(deliveries)
+           .where(deliveries.c.job_id == jobs.c.job_id, deliveries.c.outcome == "stored",
+                  deliveries.c.signature_scheme == "poll")
+           .limit(1).scalar_subquery())
 
 ANNOTATION = queries.SummaryExtra(
     join=lambda base: base.outerjoin(expected, expected.c.job_id == jobs.c.job_id),
@@ -165,7 +169,8 @@ ANNOTATION = queries.SummaryExtra(
         # The reconciler records how each expected job's result arrived (:func:`mark_settled`)
         # within a period: the delivery log is asked only for one whose result arrived since.
         sa.case((expected.c.reconciled == "poll", "poll"),
-                (sa.and_(expected.c.id.is_not(None), expected.c.reconciled.is_(None), _POLLED),
+                (sa.and_(expected.c.id.is_not(None), expected.c.reconciled.is_(None),
+                         _POLLED.is_not(None)),
                  "poll"),
                 else_="webhook").label("expected_reconciled"),
     ),
