@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import sqlalchemy as sa
@@ -38,6 +38,12 @@ so a read of one job needs no statement of its own for the key (:meth:`Revealer.
 def with_data_key(jobs: sa.Table) -> sa.Join:
     """``jobs`` left-joined to its data key: select :data:`DATA_KEY_COLUMNS` from it."""
     return jobs.outerjoin(_data_keys, _data_keys.c.id == jobs.c.data_key_id)
+
+
+class _KeyRow(NamedTuple):
+    job_id: str | None
+    key_id: str
+    wrapped: bytes
 
 
 class KeyUnavailable(Exception):
@@ -67,28 +73,24 @@ class Revealer:
     def __init__(self, keyring: Keyring | None) -> None:
         self._keyring = keyring
         self._open: dict[str, OpenKey | None] = {}
-        self._read: dict[str, Any] = {}  # data key rows read with their job, not unwrapped yet
+        # Data keys read with their job, not unwrapped yet (None: the key was destroyed).
+        self._read: dict[str, _KeyRow | None] = {}
 
     def take(self, job: Any) -> None:
         """Keep the data key columns of a job row (:data:`DATA_KEY_COLUMNS`), unwrapped only
         when a sealed value of the job is opened."""
         if job.data_key_id is not None and job.data_key_id not in self._open:
-            self._read[job.data_key_id] = job
+            self._read[job.data_key_id] = None if job.data_key_key_id is None else _KeyRow(
+                job.data_key_job_id, job.data_key_key_id, job.data_key_wrapped)
 
     def key(self, conn: sa.Connection, data_key_id: str | None) -> OpenKey | None:
         """The data key, unwrapped; None when there is none or it was destroyed."""
         if data_key_id is None:
             return None
         if data_key_id not in self._open:
-            job = self._read.pop(data_key_id, None)
-            if job is not None:  # read with its job: destroyed when the join found none
-                self._open[data_key_id] = None if job.data_key_key_id is None else OpenKey(
-                    job.data_key_job_id, Sealer(self._unwrap(
-                        data_key_id, job.data_key_key_id, job.data_key_wrapped)))
-            else:
-                row = conn.execute(_DATA_KEY, {"id": data_key_id}).one_or_none()
-                self._open[data_key_id] = None if row is None else OpenKey(
-                    row.job_id, Sealer(self._unwrap(data_key_id, row.key_id, row.wrapped)))
+            row = (self._read.pop(data_key_id) if data_key_id in self._read
+                   else conn.execute(_DATA_KEY, {"id": data_key_id}).one_or_none())
+            self._open[data_key_id] = self._opened(data_key_id, row)
         return self._open[data_key_id]
 
     def prefetch(self, conn: sa.Connection, data_key_ids: Iterable[str | None]) -> None:
@@ -100,9 +102,14 @@ class Revealer:
                 sa.select(_data_keys.c.id, _data_keys.c.job_id, _data_keys.c.key_id,
                           _data_keys.c.wrapped).where(_data_keys.c.id.in_(batch)))}
             for data_key_id in batch:
-                row = rows.get(data_key_id)
-                self._open[data_key_id] = None if row is None else OpenKey(
-                    row.job_id, Sealer(self._unwrap(data_key_id, row.key_id, row.wrapped)))
+                self._open[data_key_id] = self._opened(data_key_id, rows.get(data_key_id))
+
+    def _opened(self, data_key_id: str, row: Any) -> OpenKey | None:
+        """A data key's row (``job_id``, ``key_id``, ``wrapped``) unwrapped; None for no row
+        (the key was destroyed)."""
+        if row is None:
+            return None
+        return OpenKey(row.job_id, Sealer(self._unwrap(data_key_id, row.key_id, row.wrapped)))
 
     def _unwrap(self, data_key_id: str, key_id: str, wrapped: bytes) -> bytes:
         if self._keyring is None:

@@ -136,17 +136,7 @@ def _fields(row: Any) -> Json:
 
 
 def _annotation(row: Row[Any]) -> Json:
-    fields: Json
-    if row.expected_id is None:
-        fields = dict(_NOT_EXPECTED)
-    else:
-        fields = {"submitted_at": row.expected_submitted_at,
-                  "expected_at": row.expected_expected_at,
-                  "expires_at": row.expected_deadline_at,
-                  "poll_attempts": row.expected_poll_attempts,
-                  "last_polled_at": row.expected_last_polled_at}
-    fields["reconciled"] = row.expected_reconciled
-    return fields
+    return {**_fields(None if row.expected_id is None else row), "reconciled": row.reconciled}
 
 
 # A correlated look-up of the job's own deliveries (index on job_id), never a hashed set of
@@ -160,19 +150,16 @@ _POLLED = (sa.select(sa.literal(1)).select_from(deliveries)
 ANNOTATION = queries.SummaryExtra(
     join=lambda base: base.outerjoin(expected, expected.c.job_id == jobs.c.job_id),
     columns=(
-        expected.c.id.label("expected_id"),
-        expected.c.submitted_at.label("expected_submitted_at"),
-        expected.c.expected_at.label("expected_expected_at"),
-        expected.c.deadline_at.label("expected_deadline_at"),
-        expected.c.poll_attempts.label("expected_poll_attempts"),
-        expected.c.last_polled_at.label("expected_last_polled_at"),
+        # Named as in ``expected_jobs`` (for :func:`_fields`): ``jobs`` has none of them but id.
+        expected.c.id.label("expected_id"), expected.c.submitted_at, expected.c.expected_at,
+        expected.c.deadline_at, expected.c.poll_attempts, expected.c.last_polled_at,
         # The reconciler records how each expected job's result arrived (:func:`mark_settled`)
         # within a period: the delivery log is asked only for one whose result arrived since.
         sa.case((expected.c.reconciled == "poll", "poll"),
                 (sa.and_(expected.c.id.is_not(None), expected.c.reconciled.is_(None),
                          _POLLED.is_not(None)),
                  "poll"),
-                else_="webhook").label("expected_reconciled"),
+                else_="webhook").label("reconciled"),
     ),
     fields=_annotation,
 )
