@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from service import garbage
+from service import allocator, garbage
 from service.api.openapi import openapi
 from service.api.routes import api_routes
 from service.config import Settings, redact_credentials, redact_url
@@ -196,4 +196,5 @@ def app_from_env() -> Starlette:
     configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings, face_process=settings.face_process)
     garbage.tune_for_serving()
+    allocator.return_large_blocks()
     return app

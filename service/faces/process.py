@@ -40,7 +40,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from service import garbage
+from service import allocator, garbage
 from service.config import Settings, redact_url
 from service.db import Database
 from service.faces.framing import MessageTooLarge, frame, read_frame
@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("faces.process_parent_gone")
         return
     garbage.tune_for_serving()
+    allocator.return_large_blocks()
     asyncio.run(_main(settings, parent))
 
 
