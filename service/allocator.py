@@ -50,7 +50,7 @@ def return_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    done = mallopt(_M_MMAP_THRESHOLD, threshold) == 1
+    done: bool = mallopt(_M_MMAP_THRESHOLD, threshold) == 1
     if not done:
         log.warning("allocator.threshold_refused", threshold=threshold)
     return done
