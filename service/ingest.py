@@ -16,7 +16,7 @@ The statements themselves are the :class:`service.writer.Writer`'s, per database
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,6 @@ from starlette.concurrency import run_in_threadpool
 from service import cjk, payloads
 from service.payloads import Payload
 from service.rows import IncomingDelivery, PreparedResult, Row, StoredBody
-from service.vectors import pack_doubles
 from service.vocabulary import Outcome
 from service.writer import Writer
 
@@ -48,7 +47,7 @@ class StoreResult:
     job_pk: int | None = None  # the job's primary key, when this delivery stored it first
 
 
-def _n(values: Sequence[object] | None) -> int | None:
+def _n(values: Sized | None) -> int | None:
     return None if values is None else len(values)
 
 
@@ -107,7 +106,7 @@ def _video_rows(result: payloads.VideoResult, rows: dict[str, list[Row]]) -> Non
     if result.frame_activity_diffs:
         rows["frame_activity"].append({
             "item_index": item, "frame_count": len(result.frame_activity_diffs),
-            "diffs": pack_doubles(result.frame_activity_diffs),
+            "diffs": result.frame_activity_diffs.packed,
         })
     for i, section in enumerate(result.sections or ()):
         rows["sections"].append({
@@ -181,7 +180,7 @@ def _person_row(item: int, index: int, scene: int | None,
     return {
         "item_index": item, "person_index": index, "scene_index": scene, "age": person.age,
         "gender": person.gender,
-        "face_embedding": None if embedding is None else pack_doubles(embedding),
+        "face_embedding": None if embedding is None else embedding.packed,
         "face_thumbnail": person.face_thumbnail, "allowlisted": person.allowlisted,
         "relative_prominence": person.relative_prominence,
         # Filled by the privacy policy (service.privacy.protect) when it seals a field.

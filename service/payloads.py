@@ -4,6 +4,9 @@ Shapes follow the analysis API's reference: a video result (``result``), an imag
 (``items``) or a failure (``status: failed`` with an optional ``error`` string or object).
 Optional fields may be absent or null; unknown fields are ignored here (the raw delivery keeps
 them). Numbers are finite doubles: msgspec refuses NaN/Infinity literals and out-of-range values.
+Arrays of numbers (a face embedding, the frame activity series) are packed as they are decoded
+(:class:`service.vectors.Doubles`), one array at a time: the parsed document never holds a
+float object per value.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from service.vectors import Doubles
 from service.vocabulary import JobKind, JobStatus
 
 # Text columns must hold any string a database can store: PostgreSQL refuses U+0000.
@@ -58,7 +62,7 @@ class OcrResult(_Model):
 class Person(_Model):
     age: float | None = None
     gender: Text | None = None
-    face_embedding: list[float] | None = None
+    face_embedding: Doubles | None = None
     face_thumbnail: Text | None = None
     allowlisted: bool | None = None
     relative_prominence: float | None = None
@@ -71,7 +75,7 @@ class PersonScene(_Model):
 
 class VideoResult(_Model):
     raw_scenes: list[Scene] | None = None
-    frame_activity_diffs: list[float] | None = None
+    frame_activity_diffs: Doubles | None = None
     sections: list[Section] | None = None
     ocr_results: list[OcrResult] | None = None
     person_constellation_scenes: list[PersonScene] | None = None
@@ -117,11 +121,35 @@ class PayloadError(Exception):
         self.path = path
 
 
-_decoder = msgspec.json.Decoder(Payload)
+_NUMBERS = list[float]
+
+
+def _decode_doubles(kind: type, value: Any) -> Any:
+    """msgspec's hook for :class:`Doubles`: ``value`` is the JSON array just decoded; it is
+    checked as ``list[float]`` would be and packed. A bad element's place inside the array
+    goes into the message (" - at `[i]`"), which :func:`_split_path` joins to the path msgspec
+    adds."""
+    if kind is not Doubles:
+        raise NotImplementedError(kind)
+    try:
+        return Doubles.of(msgspec.convert(value, _NUMBERS))
+    except msgspec.ValidationError as exc:
+        problem, path = _split_path(str(exc))
+        raise ValueError(problem + (f" - at `{path[1:]}`" if path != "$" else "")) from None
+
+
+def _encode_doubles(value: Any) -> Any:
+    if isinstance(value, Doubles):
+        return value.tolist()
+    raise NotImplementedError(type(value))
+
+
+_decoder = msgspec.json.Decoder(Payload, dec_hook=_decode_doubles)
 _generic = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
-# Canonical form for content hashes: object keys sorted, so key order never matters.
-_canonical_encoder = msgspec.json.Encoder(order="deterministic")
+# Canonical form for content hashes: object keys sorted, so key order never matters; packed
+# arrays re-encoded as the numbers they hold.
+_canonical_encoder = msgspec.json.Encoder(order="deterministic", enc_hook=_encode_doubles)
 
 
 def parse(body: bytes) -> Payload:
@@ -262,10 +290,14 @@ _MISSING = re.compile(r"^Object missing required field `([^`]*)`$")
 
 def _split_path(message: str) -> tuple[str, str]:
     """msgspec's "<problem> - at `$.a[0].b`" as (problem, path); missing fields get their
-    own name appended, so the path always names the offending field."""
+    own name appended, so the path always names the offending field. A place inside a packed
+    array (":func:`_decode_doubles`'s " - at `[i]`") is joined to the array's path."""
     head, separator, path = message.rpartition(" - at `")
     if separator and path.endswith("`"):
         message, path = head, path[:-1]
+        inner, separator, place = message.rpartition(" - at `[")
+        if separator and place.endswith("]`"):
+            message, path = inner, f"{path}[{place[:-1]}"
     else:
         path = "$"
     missing = _MISSING.match(message)

@@ -77,7 +77,8 @@ def test_video_reference_example_parses() -> None:
     assert payload.result.raw_scenes is not None
     assert [(s.start_seconds, s.end_seconds) for s in payload.result.raw_scenes] == [
         (0, 5.2), (5.2, 10.7)]
-    assert payload.result.frame_activity_diffs == [0.01, 0.15, 0.08]
+    assert payload.result.frame_activity_diffs is not None
+    assert payload.result.frame_activity_diffs.tolist() == [0.01, 0.15, 0.08]
     assert payload.result.ocr_results is not None
     assert payload.result.ocr_results[0].full_text == "No dogs off leash"
     assert payload.result.person_constellation_scenes is not None
