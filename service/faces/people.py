@@ -206,8 +206,8 @@ class Clusters:
         row = len(self._ids)
         if row == len(self._counts):  # grow the arrays, doubling
             size = max(16, 2 * row)
-            self._sums = _grown(self._sums, size).astype(np.float64)
-            self._centres = _grown(self._centres, size).astype(np.float32)
+            self._sums = _grown(self._sums, size).astype(np.float64, copy=False)
+            self._centres = _grown(self._centres, size).astype(np.float32, copy=False)
             self._counts = np.concatenate([self._counts, np.zeros(size - row, np.int64)])
         self._ids.append(person_id)
         self._row[person_id] = row
