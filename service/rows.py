@@ -14,7 +14,10 @@ from service.vocabulary import JobKind, JobStatus, Outcome
 
 @dataclass(frozen=True, slots=True)
 class IncomingDelivery:
-    """What the HTTP edge knows about one authenticated request."""
+    """What the HTTP edge knows about one authenticated request.
+
+    ``body`` is released (:meth:`release_body`) once its stored form exists; ``size`` and
+    ``body_sha256`` stay."""
 
     body: bytes
     received_at: datetime
@@ -22,9 +25,21 @@ class IncomingDelivery:
     request_id: str | None = None
     client_ip: str | None = None
     body_sha256: str = field(init=False, repr=False)
+    size: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "body_sha256", hashlib.sha256(self.body).hexdigest())
+        object.__setattr__(self, "size", len(self.body))
+
+    def release_body(self) -> None:
+        """Let go of the body (only this reference: whoever else holds it keeps it). The
+        privacy layer calls it once the body is compressed, so that a large body that nothing
+        else holds is freed before its sealed copy is made."""
+        object.__setattr__(self, "body", b"")
+
+    @property
+    def body_released(self) -> bool:
+        return self.size > 0 and not self.body
 
     def record(self, *, job_id: str | None, outcome: Outcome,
                content_sha256: str | None, error_code: str | None = None,
@@ -33,7 +48,7 @@ class IncomingDelivery:
         return DeliveryRecord(
             job_id=job_id, received_at=self.received_at, outcome=outcome,
             error_code=error_code, error=error, signature_scheme=self.signature_scheme,
-            size=len(self.body), body_sha256=self.body_sha256, content_sha256=content_sha256,
+            size=self.size, body_sha256=self.body_sha256, content_sha256=content_sha256,
             request_id=self.request_id, client_ip=self.client_ip)
 
 
@@ -134,8 +149,11 @@ class PreparedResult:
         return None if self.data_key is None else self.data_key.id
 
     def stored_body(self, delivery: IncomingDelivery) -> StoredBody:
-        return self.body if self.body is not None else StoredBody.plain(
-            delivery.body_sha256, delivery.body)
+        if self.body is not None:
+            return self.body
+        if delivery.body_released:
+            raise RuntimeError("the delivery's body was released before its stored form was made")
+        return StoredBody.plain(delivery.body_sha256, delivery.body)
 
     @property
     def row_count(self) -> int:

@@ -136,6 +136,7 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
         body=body, received_at=utcnow(), signature_scheme=scheme,
         request_id=request.state.request_id, client_ip=client.host if client else None,
     )
+    del body  # the delivery holds it until the privacy layer has its compressed copy
     protector: Protector = request.state.protector
     try:
         prepared = await ingest.parse_and_prepare(delivery, protector)
@@ -157,7 +158,7 @@ async def _receive(request: Request, metrics: Metrics) -> ingest.StoreResult:
     log.info(
         f"webhook.{stored.outcome}", job_id=stored.job_id, outcome=stored.outcome,
         rows=stored.rows, delivery_id=stored.delivery_id, signature_scheme=scheme,
-        size=len(body), client_ip=delivery.client_ip,
+        size=delivery.size, client_ip=delivery.client_ip,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return stored
@@ -179,7 +180,7 @@ async def _reject(database: Database, delivery: ingest.IncomingDelivery, protect
     # The message can quote the body (e.g. an invalid enum value): it goes to the sender and
     # the delivery log, never to the service log.
     log.warning("webhook.rejected", code=exc.code, job_id=job_id, path=exc.path,
-                delivery_id=delivery_id, size=len(delivery.body),
+                delivery_id=delivery_id, size=delivery.size,
                 client_ip=delivery.client_ip,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2))
     details: dict[str, object] = {"delivery_id": delivery_id}

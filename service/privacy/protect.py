@@ -110,6 +110,9 @@ class Protector:
             if redacted is not None:
                 data, withheld = redacted
         data = self._compress(data)
+        # The compressed copy is all that is kept: a 22 MB body nothing else holds (the webhook
+        # keeps only the delivery) is freed here, before its sealed copy is made.
+        delivery.release_body()
         if sealer is not None:
             data = sealer.seal(data, aad=body_aad(job_id, delivery.body_sha256))
         return StoredBody(sha256=delivery.body_sha256, data=data, codec=BODY_CODEC,
