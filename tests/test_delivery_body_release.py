@@ -37,13 +37,15 @@ def test_protecting_a_delivery_releases_its_body_and_the_stored_body_and_log_are
     prepared = ingest.prepare(payloads.parse(delivery.body))
     Protector(BiometricPolicy(), TEST_KEYRING).protect(prepared, delivery)
 
-    assert delivery.body == b"" and delivery.body_released
+    assert delivery.body == b""
+    assert delivery.body_released
     record = delivery.record(job_id="video_release", outcome="stored", content_sha256=None)
     assert record.size == len(body)
     assert record.body_sha256 == hashlib.sha256(body).hexdigest()
 
     stored = prepared.stored_body(delivery)
-    assert stored.codec == BODY_CODEC and stored.sha256 == record.body_sha256
+    assert stored.codec == BODY_CODEC
+    assert stored.sha256 == record.body_sha256
     assert prepared.data_key is not None
     key = unwrap_data_key(TEST_KEYRING, prepared.data_key.key_id, prepared.data_key.wrapped,
                           key_ref=prepared.data_key.id.encode("ascii"))
