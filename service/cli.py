@@ -14,6 +14,7 @@ import base64
 import os
 import secrets
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,17 +50,31 @@ def _settings() -> Settings:
 # --- serve / migrate -------------------------------------------------------------------------
 
 def ensure_schema(settings: Settings) -> None:
-    """SQLite: bring the schema to head. PostgreSQL: refuse to go on unless it is at head."""
-    from service.migrations import head_revision, upgrade
+    """SQLite: bring the schema to head. PostgreSQL: refuse to go on unless it is at head.
 
-    if settings.dialect == "sqlite":
-        upgrade(settings.database_url)
-        return
+    SQLite is migrated by a child ``results-receiver migrate``, so that this process (``serve``
+    with one worker is the worker) never loads Alembic; at head, nothing is started."""
+    from service.migrations import head_revision
+
     current = asyncio.run(_current_revision(settings))
-    if current != head_revision():
-        raise UsageError(
-            f"the database schema is at {current or 'nothing'}, not {head_revision()}: "
-            "run `results-receiver migrate` first")
+    if current == head_revision():
+        return
+    if settings.dialect == "sqlite":
+        _migrate_in_child()
+        return
+    raise UsageError(
+        f"the database schema is at {current or 'nothing'}, not {head_revision()}: "
+        "run `results-receiver migrate` first")
+
+
+def _migrate_in_child() -> None:
+    """``results-receiver migrate`` in a child process with this environment; its errors go
+    to stderr as they would from the command itself."""
+    done = subprocess.run([sys.executable, "-m", "service", "migrate"],
+                          stdout=subprocess.DEVNULL, check=False)
+    if done.returncode != 0:
+        raise UsageError("the database could not be migrated (the reason is above)")
+    log.info("schema.migrated")
 
 
 async def _current_revision(settings: Settings) -> str | None:

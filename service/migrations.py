@@ -2,17 +2,25 @@
 
 The migration scripts live in the repository's top-level ``alembic/`` folder; an installed
 wheel carries the same folder as ``service/_migrations``.
+
+Alembic itself (12 MB of a process's memory, with Mako) is imported only to migrate. A server
+needs just the head revision, for its readiness check: :func:`head_revision` reads it from the
+scripts' ``revision`` / ``down_revision`` assignments (parsed, not run), and a test holds it
+equal to Alembic's own answer.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -41,6 +49,8 @@ def script_location() -> Path:
 
 
 def alembic_config(database_url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     config.attributes["database_url"] = database_url
@@ -49,14 +59,51 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     """``alembic upgrade head`` against ``database_url`` (blocking; call outside the loop)."""
+    from alembic import command
+
     command.upgrade(alembic_config(database_url), revision)
 
 
+@functools.cache
 def head_revision() -> str:
-    head = ScriptDirectory(str(script_location())).get_current_head()
-    if head is None:
-        raise RuntimeError("no migration revisions found")
-    return head
+    """The one revision no other script names as its ``down_revision``."""
+    revisions: set[str] = set()
+    replaced: set[str] = set()
+    for script in sorted((script_location() / "versions").glob("*.py")):
+        found = _assignments(script)
+        revision, down = found.get("revision"), found.get("down_revision")
+        if not isinstance(revision, str):
+            continue
+        revisions.add(revision)
+        if isinstance(down, str):
+            replaced.add(down)
+        elif isinstance(down, tuple):  # a merge revision
+            replaced.update(d for d in down if isinstance(d, str))
+    heads = revisions - replaced
+    if len(heads) != 1:
+        raise RuntimeError(f"the migration scripts have {len(heads)} head revisions "
+                           f"({', '.join(sorted(heads)) or 'none'}), not one")
+    return heads.pop()
+
+
+def _assignments(script: Path) -> dict[str, object]:
+    """The literal module-level assignments of a migration script, by name."""
+    found: dict[str, object] = {}
+    for node in ast.parse(script.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets: list[ast.expr] = [node.target]
+            value = node.value
+        elif isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name):
+                try:
+                    found[target.id] = ast.literal_eval(value)
+                except ValueError:
+                    continue
+    return found
 
 
 async def current_revision(conn: AsyncConnection) -> str | None:

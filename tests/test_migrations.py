@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +23,7 @@ from service import models, search
 from service.config import Settings, async_url
 from service.db import Database
 from service.migrations import alembic_config, head_revision, include_object, upgrade
+from tests.support.keys import TEST_KEY_LINE
 from tests.support.postgres import execute_autocommit
 
 pytestmark = pytest.mark.anyio
@@ -49,6 +53,55 @@ async def test_database_is_at_the_single_head_revision(database_url):
         return MigrationContext.configure(connection).get_current_revision()
 
     assert await _run(database_url, revision) == head_revision()
+
+
+def test_the_head_revision_read_from_the_scripts_is_alembics_own_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from service.migrations import script_location
+
+    assert head_revision() == ScriptDirectory(str(script_location())).get_current_head()
+
+
+def test_a_second_head_in_the_scripts_is_refused(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import migrations
+
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (tmp_path / "env.py").write_text("")
+    (versions / "a.py").write_text('revision: str = "a"\ndown_revision: str | None = None\n')
+    (versions / "b.py").write_text('revision = "b"\ndown_revision = "a"\n')
+    (versions / "c.py").write_text('revision = "c"\ndown_revision = "a"\n')
+    monkeypatch.setattr(migrations, "script_location", lambda: tmp_path)
+    migrations.head_revision.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="2 head revisions"):
+            migrations.head_revision()
+        (versions / "d.py").write_text('revision = "d"\ndown_revision = ("b", "c")\n')
+        migrations.head_revision.cache_clear()
+        assert migrations.head_revision() == "d"
+    finally:
+        migrations.head_revision.cache_clear()
+
+
+def test_a_served_sqlite_database_is_migrated_without_loading_alembic_in_the_server(
+        tmp_path: Path) -> None:
+    probe = ("import sys\n"
+             "from service.cli import _settings, ensure_schema\n"
+             "from service.app import app_from_env\n"
+             "ensure_schema(_settings())\n"
+             "app_from_env()\n"
+             "print('alembic' in sys.modules)\n")
+    env = {**os.environ, "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db",
+           "RECEIVER_WEBHOOK_SECRETS": "a-secret-of-at-least-16-bytes",
+           "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "warning"}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False"
+    url = f"sqlite:///{tmp_path}/results.db"
+    revision = anyio.run(_run, url, lambda c: MigrationContext.configure(c).get_current_revision())
+    assert revision == head_revision()
 
 
 def test_constraint_names_follow_the_naming_convention():
