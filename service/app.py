@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,7 +25,6 @@ from service.api.routes import api_routes
 from service.config import Settings, redact_credentials, redact_url
 from service.db import Database, describe_error
 from service.faces.remote import RemoteFaces
-from service.faces.runtime import FaceRuntime
 from service.faces.searching import Faces
 from service.health import healthz, readyz
 from service.http import ApiError, error_response, handle_api_error, unavailable
@@ -45,6 +44,9 @@ from service.ui.render import Renderer
 from service.ui.routes import explorer_routes
 from service.ui.security import ExplorerHeaders, is_explorer_path
 from service.webhooks import AnalysisWebhook
+
+if TYPE_CHECKING:
+    from service.faces.runtime import FaceRuntime
 
 log = structlog.get_logger("service.app")
 
@@ -133,6 +135,9 @@ def create_app(settings: Settings, *, face_process: bool = False) -> Starlette:
             faces = remote = RemoteFaces.for_settings(database.background, settings)
             await remote.start()
         elif settings.face_index:
+            # The index's libraries (numpy, usearch) load only where the index lives.
+            from service.faces.runtime import FaceRuntime
+
             runtime = FaceRuntime(database.background, settings)
             runtime.start()
             faces = runtime.sync

@@ -201,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
              keys_source=settings.keys_source, privacy=settings.biometric_policy.describe())
     face_process = None
     if settings.face_index and settings.face_process:
-        from service.faces.process import FaceProcess, sockets_fit
+        from service.faces.supervisor import FaceProcess, sockets_fit
 
         if sockets_fit(settings):
             face_process = FaceProcess()

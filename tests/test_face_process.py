@@ -21,9 +21,10 @@ import pytest
 from service.config import Settings
 from service.faces.index import FaceBatch, FaceFilter, FaceIndex, FaceKey, normalized
 from service.faces.peers import MAX_SOCKET_PATH
-from service.faces.process import SearchServer, sockets_fit
+from service.faces.process import SearchServer
 from service.faces.remote import RemoteFaces
 from service.faces.searching import SearchAnswer
+from service.faces.supervisor import sockets_fit
 from service.faces.sync import FaceSync
 from tests.support.keys import TEST_KEY_LINE
 from tests.support.server import cli_env, run_cli, serve, wait_until

@@ -26,7 +26,7 @@ from service.api.auth import authorized_read, require_token
 from service.api.jobs import job_id_param
 from service.api.persons import _index as person_index_param
 from service.faces import source
-from service.faces.index import FaceFilter, InvalidVector, normalized
+from service.faces.records import FaceFilter, InvalidVector
 from service.faces.searching import Faces
 from service.http import ApiError, JSONResponse
 from service.vocabulary import JOB_KINDS
@@ -180,6 +180,9 @@ async def find_similar(faces: Faces, search: SearchRequest) -> list[dict[str, An
         exclude, vector = found.key, found.embedding
     assert vector is not None
     name = "embedding" if search.person is None else "person"
+    # numpy comes with the first search: a worker that only stores faces never loads it.
+    from service.faces.index import normalized
+
     try:
         query = normalized(vector)
     except InvalidVector as exc:

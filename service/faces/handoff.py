@@ -21,11 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from service.faces.index import FaceBatch
 from service.faces.source import FaceGatherer
 from service.rows import PreparedResult
+
+if TYPE_CHECKING:
+    from service.faces.index import FaceBatch
 
 __all__ = ["StoredFace", "StoredFaces", "batches", "stored_faces"]
 

@@ -33,12 +33,13 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from service.faces.graph import Graph
+from service.faces.records import FaceFilter, FaceKey, Hit, InvalidVector
 
 HNSW_THRESHOLD = 50_000
 """Live faces of one dimension from which searches use the HNSW index (unless ``exact``)."""
@@ -63,14 +64,6 @@ KINDS = ("video", "image_batch")
 _KIND_CODES = {kind: code for code, kind in enumerate(KINDS, start=1)}
 
 Vectors = npt.NDArray[np.float32]
-
-
-class FaceKey(NamedTuple):
-    """One face observation: the job's primary key, its item and person index."""
-
-    job_pk: int
-    item_index: int
-    person_index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,31 +122,6 @@ class FaceBatch:
                     [f.kind for f in group], [f.received_at for f in group],
                     [f.allowlisted for f in group], [f.has_thumbnail for f in group])
                 for group in by_dimension.values()]
-
-
-@dataclass(frozen=True, slots=True)
-class FaceFilter:
-    """What the faces searched must be; None: anything."""
-
-    allowlisted: bool | None = None  # False: not marked allowlisted (false or absent)
-    kind: str | None = None
-    received_after: float | None = None  # exclusive, seconds since the epoch
-    received_before: float | None = None  # exclusive
-
-    @property
-    def empty(self) -> bool:
-        return (self.allowlisted is None and self.kind is None and self.received_after is None
-                and self.received_before is None)
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    key: FaceKey
-    similarity: float
-
-
-class InvalidVector(ValueError):
-    """A query or face vector that has no direction: empty, not finite, or zero."""
 
 
 def normalized(vector: Sequence[float] | npt.NDArray[np.floating]) -> Vectors:

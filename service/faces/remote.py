@@ -21,20 +21,23 @@ import asyncio
 import contextlib
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-import numpy as np
 import structlog
 
 from service.config import Settings, redact_url
 from service.db import Database
 from service.faces.framing import MessageTooLarge, frame, read_frame
 from service.faces.handoff import StoredFaces
-from service.faces.index import FaceFilter, FaceKey, Hit, Vectors
 from service.faces.peers import Peers
 from service.faces.peers import folder_for as peers_folder_for
+from service.faces.records import FaceFilter, FaceKey, Hit
 from service.faces.searching import AnswerState, SearchAnswer
 from service.privacy.keys import Keyring
+
+if TYPE_CHECKING:
+    from service.faces.index import Vectors
 
 log = structlog.get_logger("service.faces")
 
@@ -77,11 +80,17 @@ def folder_for(data_dir: Path, database_name: str) -> Path:
     return data_dir / FOLDER_NAME / hashlib.sha256(database_name.encode()).hexdigest()[:8]
 
 
+# numpy is imported where a vector is handled: a search's query already is a numpy vector, and
+# an HTTP worker that only stores faces never loads it.
 def query_bytes(query: Vectors) -> bytes:
+    import numpy as np
+
     return np.asarray(query, dtype="<f4").tobytes()
 
 
 def query_of(call: SearchCall) -> Vectors:
+    import numpy as np
+
     vector: Vectors = np.frombuffer(call.query, dtype="<f4").astype(np.float32)
     return vector
 

@@ -26,8 +26,9 @@ from threadpoolctl import threadpool_limits
 from service.config import Settings, redact_url
 from service.db import Database
 from service.faces import peers
-from service.faces.index import FaceKey, Vectors
+from service.faces.index import Vectors
 from service.faces.people import PeopleAssigner, VectorsByFace, leader_for
+from service.faces.records import FaceKey
 from service.faces.snapshot import FILE_NAME as SNAPSHOT_FILE
 from service.faces.sync import FaceSync
 

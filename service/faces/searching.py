@@ -10,12 +10,15 @@ the 503 and the 422 of the contract.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from service.db import Database
 from service.faces.handoff import StoredFaces
-from service.faces.index import FaceFilter, FaceIndex, FaceKey, Hit, Vectors
+from service.faces.records import FaceFilter, FaceKey, Hit
 from service.privacy.keys import Keyring
+
+if TYPE_CHECKING:
+    from service.faces.index import FaceIndex, Vectors
 
 AnswerState = Literal["ok", "loading", "no_dimension"]
 

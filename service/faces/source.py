@@ -12,19 +12,21 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 import sqlalchemy as sa
 import structlog
 
 from service import models
-from service.faces.index import FaceBatch, FaceKey
+from service.faces.records import FaceKey
 from service.privacy.envelope import SealedValueError, Sealer, extend_aad, field_aad_prefix
 from service.privacy.protect import person_aad
 from service.privacy.reveal import KeyUnavailable, Revealer
 from service.vectors import unpack_doubles
+
+if TYPE_CHECKING:
+    from service.faces.index import FaceBatch
 
 log = structlog.get_logger("service.faces")
 
@@ -102,6 +104,10 @@ class _FaceColumns:
     has_thumbnail: list[bool] = field(default_factory=list)
 
     def batch(self, dimension: int) -> FaceBatch:
+        import numpy as np  # the face index's side only: HTTP workers never build a batch
+
+        from service.faces.index import FaceBatch
+
         vectors = np.frombuffer(b"".join(self.packed), dtype="<f8").reshape(-1, dimension)
         return FaceBatch(self.keys, self.job_ids, vectors, self.kinds, self.received_at,
                          self.allowlisted, self.has_thumbnail)

@@ -57,8 +57,9 @@ from service.db import UNAVAILABLE_ERRORS, Database, describe_error
 from service.faces import handoff, snapshot, source
 from service.faces import index as face_index
 from service.faces.handoff import StoredFaces
-from service.faces.index import FaceFilter, FaceIndex, FaceKey, Vectors
+from service.faces.index import FaceIndex, Vectors
 from service.faces.peers import Peers
+from service.faces.records import FaceFilter, FaceKey
 from service.faces.searching import SearchAnswer, answer
 from service.privacy.keys import Keyring
 

@@ -15,7 +15,7 @@ from service.api.faces import SearchRequest, face_sync, find_similar
 from service.api.jobs import job_id_param
 from service.api.people import MAX_ID_DIGITS
 from service.faces import people_store
-from service.faces.index import FaceFilter
+from service.faces.records import FaceFilter
 from service.http import ApiError
 from service.ui import thumbnails
 from service.ui.access import Refused, read_page

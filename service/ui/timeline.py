@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 MIN_WIDTH = 0.4
 """Percent of the axis: the narrowest mark (a zero-length OCR mark stays visible and clickable)."""
@@ -171,6 +173,8 @@ def activity_curve(values: npt.NDArray[np.float64],
     frames = len(values)
     if frames == 0:
         return None
+    import numpy as np  # on the first page that draws a curve, not in every worker at start
+
     series = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0,
                            neginf=0.0)
     if frames > buckets:

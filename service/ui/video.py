@@ -10,11 +10,11 @@ it touches are flagged. At most :data:`LIMIT` rows of each entity are drawn.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from service import queries
@@ -30,6 +30,9 @@ from service.ui.timeline import (
     stack,
     ticks,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Json = dict[str, Any]
 
@@ -136,7 +139,7 @@ def _ends(rows: Iterable[Json]) -> Iterable[float]:
     for row in rows:
         for key in ("start_seconds", "end_seconds"):
             value = row.get(key)
-            if isinstance(value, int | float) and np.isfinite(value):
+            if isinstance(value, int | float) and math.isfinite(value):
                 yield float(value)
 
 
@@ -156,6 +159,8 @@ def read(conn: sa.Connection, pk: int, keyring: Keyring | None,
     truncated = [name for name, page in (("scenes", scenes), ("sections", sections),
                                          ("OCR texts", ocr), ("persons", persons))
                  if page.next_position is not None]
+    import numpy as np  # on the first timeline drawn, not in every worker at start
+
     values = np.frombuffer(next(iter(series.values())), dtype="<f8") if series else \
         np.zeros(0)
     return build(scenes.rows, sections.rows, ocr.rows, persons.rows, values, selected,
@@ -231,7 +236,7 @@ def build(scenes: list[Json], sections: list[Json], ocr: list[Json], persons: li
 
 
 def _opacity(confidence: float | None) -> float:
-    if confidence is None or not np.isfinite(confidence):
+    if confidence is None or not math.isfinite(confidence):
         return 0.6
     return round(0.35 + 0.65 * min(1.0, max(0.0, confidence)), 2)
 

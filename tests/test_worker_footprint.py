@@ -1,0 +1,58 @@
+"""What a serving process keeps in memory: ``serve``'s worker, which stores deliveries and hands
+faces to the face process, never loads the face index's libraries (numpy, usearch) nor Alembic;
+they load where they run (the face process, a first face search, a migration)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.keys import TEST_KEY_LINE
+
+# serve's steps in one interpreter: the schema, the face process's supervisor (not started),
+# the app built by the serve factory, served by uvicorn, and one signed delivery with a face.
+_PROBE = """
+import asyncio, json, sys
+import httpx, uvicorn
+from service.cli import _settings, ensure_schema
+from service.faces.supervisor import FaceProcess, sockets_fit
+from service.app import app_from_env
+from service.signatures import sign
+from importlib import resources
+
+ensure_schema(_settings())
+app = app_from_env()
+
+async def main():
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    body = resources.files('service.examples').joinpath('video_finished.json').read_bytes()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        answer = await client.post("/webhooks/analysis", content=body, headers={
+            "X-Webhook-Signature": sign("a-secret-of-at-least-16-bytes", body)})
+    server.should_exit = True
+    await task
+    return answer.status_code
+
+status = asyncio.run(main())
+print(json.dumps({"status": status, "loaded": sorted(
+    name for name in ("numpy", "usearch", "alembic") if name in sys.modules)}))
+"""
+
+
+def test_a_serving_worker_stores_a_face_without_loading_numpy_usearch_or_alembic(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db",
+           "RECEIVER_WEBHOOK_SECRETS": "a-secret-of-at-least-16-bytes",
+           "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "warning",
+           "RECEIVER_FACE_PROCESS": "true"}
+    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"status": 200, "loaded": []}
