@@ -181,6 +181,18 @@ def test_integer_numbers_are_accepted_where_floats_belong() -> None:
 # --- content_hash --------------------------------------------------------------------------
 
 
+# Content hashes are stored with every job and compared with every later delivery of it: a
+# release that changed them would take a redelivery of an old job for changed content.
+@pytest.mark.parametrize(("name", "digest"), [
+    (VIDEO, "6fa807841907884c8a977b98d49a6594ecc336d4c727dd4f053cb2762e10b0de"),
+    (IMAGES, "131cd93655714748a186af47b44f99a4a857a77480258c692f43738751a2bbc0"),
+    (FAILED, "c288e9c06c30e78a69e3b50c2863d287fbf06a008438352df126237a59c9ec36"),
+])
+def test_the_content_hash_of_each_reference_example_is_the_one_earlier_releases_stored(
+        name: str, digest: str) -> None:
+    assert content_hash(parse((EXAMPLES / name).read_bytes())) == digest
+
+
 def test_unknown_fields_at_the_top_level_and_deep_inside_a_video_are_accepted() -> None:
     document = doc(VIDEO)
     document["delivered_by"] = "analysis-api/2"
@@ -443,6 +455,23 @@ def test_string_in_frame_activity_diffs_is_invalid_payload_at_its_index() -> Non
     document = doc(VIDEO)
     document["result"]["frame_activity_diffs"][2] = "0.08"
     assert invalid_payload_at(encode(document)) == "$.result.frame_activity_diffs[2]"
+
+
+def test_a_bad_number_inside_a_face_embedding_is_invalid_payload_at_its_index() -> None:
+    document = doc(VIDEO)
+    embedding = document["result"]["person_constellation_scenes"][0]["person_ids"][0][
+        "face_embedding"]
+    embedding[1] = True  # a JSON boolean is not a number, as for any other float field
+    assert invalid_payload_at(encode(document)) == (
+        "$.result.person_constellation_scenes[0].person_ids[0].face_embedding[1]")
+
+
+def test_an_embedding_that_is_not_an_array_is_invalid_payload_at_the_embedding() -> None:
+    document = doc(VIDEO)
+    document["result"]["person_constellation_scenes"][0]["person_ids"][0][
+        "face_embedding"] = {"0": 0.5}
+    assert invalid_payload_at(encode(document)) == (
+        "$.result.person_constellation_scenes[0].person_ids[0].face_embedding")
 
 
 # --- job_id_hint ---------------------------------------------------------------------------
