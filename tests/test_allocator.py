@@ -4,15 +4,13 @@ a large delivery's freed buffers leave the process; checked in fresh interpreter
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from service import allocator
-from tests.support.keys import TEST_KEY_LINE
+from tests.support.server import run_probe
 
 # Frees one large block first (with glibc's defaults this raises the threshold above the
 # blocks that follow), then holds 64 MiB in 4 MiB blocks, each followed by a small block that
@@ -41,22 +39,16 @@ print(json.dumps({"returned": held - rss()}))
 """
 
 
-def _returned(tmp_path: Path, mode: str, **extra: str) -> int:
-    env = {**os.environ, "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db",
-           "RECEIVER_WEBHOOK_SECRETS": "a-secret-of-at-least-16-bytes",
-           "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "warning", **extra}
-    for name in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
-        if name not in extra:
-            env.pop(name, None)
-    done = subprocess.run([sys.executable, "-c", _PROBE, mode], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=True)
-    found: int = json.loads(done.stdout.strip().splitlines()[-1])["returned"]
+def _returned(tmp_path: Path, mode: str) -> int:
+    found: int = json.loads(run_probe(_PROBE, tmp_path, mode))["returned"]
     return found
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_serving_process_gives_freed_large_blocks_back_where_the_default_allocator_keeps_them(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     assert _returned(tmp_path, "plain") < 16 << 20  # glibc's default: the heap keeps them
     assert _returned(tmp_path, "serve") > 56 << 20  # after the serve factory: unmapped
 

@@ -4,13 +4,10 @@ checked in a fresh interpreter, so that this test process keeps Python's default
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from service import garbage
-from tests.support.keys import TEST_KEY_LINE
+from tests.support.server import run_probe
 
 _PROBE = """
 import gc, json
@@ -24,13 +21,7 @@ print(json.dumps({"before": before,
 
 def test_the_serve_factory_raises_the_collector_thresholds_and_freezes_the_startup_objects(
         tmp_path: Path) -> None:
-    env = {**os.environ, "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db",
-           "RECEIVER_WEBHOOK_SECRETS": "a-secret-of-at-least-16-bytes",
-           "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE,
-           "RECEIVER_LOG_LEVEL": "warning"}
-    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=True)
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = json.loads(run_probe(_PROBE, tmp_path))
     assert found["before"]["threshold"][0] == 700  # Python's default, untouched by imports
     assert found["before"]["frozen"] == 0
     assert found["after"]["threshold"] == [garbage.YOUNG_THRESHOLD, *garbage.OLDER_THRESHOLDS]

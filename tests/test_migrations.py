@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,8 +20,8 @@ from service import models, search
 from service.config import Settings, async_url
 from service.db import Database
 from service.migrations import alembic_config, head_revision, include_object, upgrade
-from tests.support.keys import TEST_KEY_LINE
 from tests.support.postgres import execute_autocommit
+from tests.support.server import run_probe
 
 pytestmark = pytest.mark.anyio
 
@@ -93,12 +90,7 @@ def test_a_served_sqlite_database_is_migrated_without_loading_alembic_in_the_ser
              "ensure_schema(_settings())\n"
              "app_from_env()\n"
              "print('alembic' in sys.modules)\n")
-    env = {**os.environ, "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db",
-           "RECEIVER_WEBHOOK_SECRETS": "a-secret-of-at-least-16-bytes",
-           "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "warning"}
-    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert run_probe(probe, tmp_path) == "False"
     url = f"sqlite:///{tmp_path}/results.db"
     revision = anyio.run(_run, url, lambda c: MigrationContext.configure(c).get_current_revision())
     assert revision == head_revision()

@@ -5,12 +5,9 @@ they load where they run (the face process, a first face search, a migration).""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.support.keys import TEST_KEY_LINE
+from tests.support.server import PROBE_SECRET, run_probe
 
 # serve's steps in one interpreter: the schema, the face process's supervisor (not started),
 # the app built by the serve factory, served by uvicorn, and one signed delivery with a face.
@@ -35,7 +32,7 @@ async def main():
     body = resources.files('service.examples').joinpath('video_finished.json').read_bytes()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         answer = await client.post("/webhooks/analysis", content=body, headers={
-            "X-Webhook-Signature": sign("a-secret-of-at-least-16-bytes", body)})
+            "X-Webhook-Signature": sign(sys.argv[1], body)})
     server.should_exit = True
     await task
     return answer.status_code
@@ -48,11 +45,6 @@ print(json.dumps({"status": status, "loaded": sorted(
 
 def test_a_serving_worker_stores_a_face_without_loading_numpy_usearch_or_alembic(
         tmp_path: Path) -> None:
-    env = {**os.environ, "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/results.db",
-           "RECEIVER_WEBHOOK_SECRETS": "a-secret-of-at-least-16-bytes",
-           "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "warning",
-           "RECEIVER_FACE_PROCESS": "true"}
-    done = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=True)
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = json.loads(run_probe(_PROBE, tmp_path, PROBE_SECRET,
+                                 extra={"RECEIVER_FACE_PROCESS": "true"}))
     assert found == {"status": 200, "loaded": []}

@@ -15,6 +15,7 @@ from typing import TypeVar
 import httpx
 
 from tests.support import log_scan
+from tests.support.keys import TEST_KEY_LINE
 from tests.support.postgres import free_port
 
 BIN = Path(sys.executable).parent / "results-receiver"
@@ -36,6 +37,26 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None =
         raise AssertionError(f"results-receiver {' '.join(args)} failed "
                              f"({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+PROBE_SECRET = "a-secret-of-at-least-16-bytes"
+
+
+def run_probe(code: str, folder: Path, *args: str,
+              extra: Mapping[str, str] | None = None) -> str:
+    """``code`` run by a fresh interpreter in ``folder``, configured as a serving process (a
+    SQLite database there, a webhook secret, the test encryption key, quiet logs); the last line
+    it printed. For what only a process of its own shows: imports, collector and allocator
+    settings."""
+    env = cli_env({"RECEIVER_DATABASE_URL": f"sqlite:///{folder}/results.db",
+                   "RECEIVER_WEBHOOK_SECRETS": PROBE_SECRET,
+                   "RECEIVER_ENCRYPTION_KEYS": TEST_KEY_LINE, "RECEIVER_LOG_LEVEL": "warning",
+                   **(extra or {})})
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=folder,
+                          capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"probe failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout.strip().splitlines()[-1]
 
 
 class Server:
