@@ -34,7 +34,7 @@ MMAP_THRESHOLD_BYTES = 1024 * 1024
 _M_MMAP_THRESHOLD = -3  # <malloc.h>
 
 
-def operator_chose() -> bool:
+def _operator_chose() -> bool:
     """Whether the environment already sets glibc's mmap threshold."""
     return ("MALLOC_MMAP_THRESHOLD_" in os.environ
             or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""))
@@ -42,7 +42,7 @@ def operator_chose() -> bool:
 
 def return_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     """Fix this process's mmap threshold at ``threshold`` bytes; whether it was set."""
-    if operator_chose():
+    if _operator_chose():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
