@@ -3,9 +3,10 @@ finds what a full comparison finds, follows centres that move, and gives people 
 the same people as the full comparison (forced on small sets with ``exact_below=0``).
 
 The graph is approximate (HNSW over random centres misses about one nearest centre in a few
-thousand searches, and its multi-threaded build varies from run to run), so agreement is
-asserted at 98% of searches and an adjusted Rand index of 0.99, not at 100%; a centre that moved
-since it was indexed is searched exactly, so that is asserted without slack."""
+thousand searches), so agreement is asserted at 98% of searches and an adjusted Rand index of
+0.98-0.99, not at 100%; a centre that moved since it was indexed is searched exactly, so that is
+asserted without slack. The graphs here are built on one thread (``threads=1``), in row order:
+a build on every core varies from run to run, and a bound on a varying figure is a flaky test."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def nearest(search: CentreIndex, centres: Vectors, vector: Vectors) -> tuple[int
 
 def test_the_centre_graph_finds_the_nearest_centre_a_full_comparison_finds() -> None:
     centres, probes, _ = _centres_and_probes(3000, 64, seed=1)
-    search = CentreIndex(64, exact_below=0)
+    search = CentreIndex(64, exact_below=0, threads=1)
     for row in range(len(centres)):
         search.changed(row, centres[row])
     agree = 0
@@ -77,7 +78,7 @@ def test_a_centre_that_barely_moved_stays_in_the_graph_without_being_searched_ap
 
 def test_the_batch_search_over_fixed_centres_matches_a_full_comparison() -> None:
     centres, probes, _ = _centres_and_probes(5000, 48, seed=4)
-    rows, scores = nearest_rows(centres, probes, exact_below=0)
+    rows, scores = nearest_rows(centres, probes, exact_below=0, threads=1)
     exact_rows, exact_scores = nearest_rows(centres, probes, exact_below=len(centres) + 1)
     same = rows == exact_rows
     assert same.mean() >= 0.98
@@ -88,7 +89,7 @@ def test_the_batch_search_over_fixed_centres_matches_a_full_comparison() -> None
 def test_assignment_through_the_centre_graph_gives_the_people_a_full_comparison_gives() -> None:
     vectors, truth = synthetic(identities=1500, observations=4, dimension=64, seed=29)
     full = Clusters(64).assign(vectors)
-    graph = Clusters(64, exact_below=0).assign(vectors)
+    graph = Clusters(64, exact_below=0, threads=1).assign(vectors)
     by_graph = np.array([a.person_id for a in graph])
     assert adjusted_rand_index(by_graph, np.array([a.person_id for a in full])) >= 0.99
     assert adjusted_rand_index(by_graph, truth) >= 0.98
@@ -97,9 +98,18 @@ def test_assignment_through_the_centre_graph_gives_the_people_a_full_comparison_
 def test_reclustering_through_the_centre_graph_recovers_the_identities() -> None:
     vectors, truth = synthetic(identities=400, observations=8, dimension=64, seed=31)
     labels = np.full(len(truth), UNASSIGNED, dtype=np.int64)
-    graph = recluster(vectors, labels, exact_below=0)
+    graph = recluster(vectors, labels, exact_below=0, threads=1)
     full = recluster(vectors, labels)
-    # The graph is approximate and built on several threads, so runs differ a little: ARI
-    # 0.991-0.997 against the identities in 12 runs (the full comparison: 0.997).
+    # Built on one thread, the graph gives ARI 0.997 against the identities and 1.0 against
+    # the full comparison (on every core, 0.979-0.997 against the identities, run to run).
     assert adjusted_rand_index(graph, truth) >= 0.98
     assert adjusted_rand_index(graph, full) >= 0.98
+
+
+def test_reclustering_through_a_graph_built_on_one_thread_gives_the_same_people_every_time(
+        ) -> None:
+    vectors, _ = synthetic(identities=300, observations=6, dimension=48, seed=37)
+    labels = np.full(len(vectors), UNASSIGNED, dtype=np.int64)
+    first = recluster(vectors, labels, exact_below=0, threads=1)
+    for _ in range(3):
+        assert np.array_equal(recluster(vectors, labels, exact_below=0, threads=1), first)

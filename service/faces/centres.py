@@ -36,6 +36,10 @@ DRIFT = 0.98
 indexed again."""
 FLUSH_ROWS = 512
 """Pending rows written into the graph at once."""
+ALL_CORES = 0
+"""``threads`` value: a graph is built on every core (the fastest; as the threads insert in
+their own order, a near tie may go either way from one build to the next). ``threads=1``
+builds it in row order, so the same centres give the same graph and the same answers."""
 GRAPH_DTYPE = "f16"
 """The graph's copy of the centres (candidates only: the final scores use float32)."""
 CONNECTIVITY = 16
@@ -58,9 +62,11 @@ class CentreIndex:
     centres to :meth:`nearest_many`.
     """
 
-    def __init__(self, dimension: int, *, exact_below: int = EXACT_BELOW) -> None:
+    def __init__(self, dimension: int, *, exact_below: int = EXACT_BELOW,
+                 threads: int = ALL_CORES) -> None:
         self.dimension = dimension
         self.exact_below = exact_below
+        self.threads = threads
         self._graph: HnswIndex | None = None
         self._indexed = np.zeros((0, dimension), dtype=np.float32)  # as the graph has them
         self._in_graph = np.zeros(0, dtype=np.bool_)
@@ -93,7 +99,8 @@ class CentreIndex:
             return (np.full(len(vectors), -1, dtype=np.int64),
                     np.full(len(vectors), -1.0, dtype=np.float32))
         if count < self.exact_below and self._graph is None:
-            return nearest_rows(centres, vectors, exact_below=self.exact_below)
+            return nearest_rows(centres, vectors, exact_below=self.exact_below,
+                                threads=self.threads)
         if self._graph is None or len(self._pending) >= FLUSH_ROWS:
             self.flush(centres)
         assert self._graph is not None
@@ -125,17 +132,17 @@ class CentreIndex:
                 self._graph.remove(stale.astype(np.uint64))
             self._indexed[rows] = centres[rows]
             self._in_graph[rows] = True
-            self._graph.add(rows.astype(np.uint64), centres[rows])
+            self._graph.add(rows.astype(np.uint64), centres[rows], threads=self.threads)
         self._pending.clear()
 
 
 def nearest_rows(centres: Vectors, vectors: Vectors, *, block: int = 4096,
-                 exact_below: int = EXACT_BELOW,
+                 exact_below: int = EXACT_BELOW, threads: int = ALL_CORES,
                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """For each row of ``vectors``, the most similar row of ``centres`` (fixed) and its score.
 
     Exact below :data:`EXACT_BELOW` centres; above, the best of each vector's
-    :data:`CANDIDATES` graph candidates, scored exactly."""
+    :data:`CANDIDATES` graph candidates (a graph built on ``threads``), scored exactly."""
     best = np.empty(len(vectors), dtype=np.int64)
     score = np.empty(len(vectors), dtype=np.float32)
     if len(centres) < exact_below:
@@ -145,7 +152,7 @@ def nearest_rows(centres: Vectors, vectors: Vectors, *, block: int = 4096,
             score[start:start + len(scores)] = scores[np.arange(len(scores)),
                                                       best[start:start + len(scores)]]
         return best, score
-    return _best_of(centres, vectors, neighbour_rows(centres, vectors))
+    return _best_of(centres, vectors, neighbour_rows(centres, vectors, threads=threads))
 
 
 def _best_of(centres: Vectors, vectors: Vectors, candidates: npt.NDArray[np.int64],
@@ -165,11 +172,13 @@ def _best_of(centres: Vectors, vectors: Vectors, candidates: npt.NDArray[np.int6
 
 
 def neighbour_rows(centres: Vectors, vectors: Vectors,
-                   count: int = CANDIDATES) -> npt.NDArray[np.int64]:
+                   count: int = CANDIDATES, *, threads: int = ALL_CORES,
+                   ) -> npt.NDArray[np.int64]:
     """The graph's ``count`` candidate rows of ``centres`` for each row of ``vectors`` (a
-    graph over ``centres`` built for the call); a row of ``centres`` fills missing places."""
+    graph over ``centres`` built for the call, on ``threads``); a row of ``centres`` fills
+    missing places."""
     graph = _graph(centres.shape[1])
-    graph.add(np.arange(len(centres), dtype=np.uint64), centres)
+    graph.add(np.arange(len(centres), dtype=np.uint64), centres, threads=threads)
     return _search_graph(graph, vectors, min(count, len(centres)))
 
 

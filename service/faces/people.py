@@ -45,6 +45,7 @@ from service import models
 from service.db import Database
 from service.faces import people_store as store
 from service.faces.centres import (
+    ALL_CORES,
     CANDIDATE_BLOCK,
     EXACT_BELOW,
     CentreIndex,
@@ -97,7 +98,7 @@ class Clusters:
     """The clusters of one embedding dimension: id -> centre and member count."""
 
     def __init__(self, dimension: int, threshold: float = ASSIGN_THRESHOLD, *,
-                 exact_below: int = EXACT_BELOW) -> None:
+                 exact_below: int = EXACT_BELOW, threads: int = ALL_CORES) -> None:
         self.dimension = dimension
         self.threshold = threshold
         self._ids: list[int] = []
@@ -106,7 +107,7 @@ class Clusters:
         self._centres: Vectors = np.zeros((0, dimension), dtype=np.float32)
         self._counts = np.zeros(0, dtype=np.int64)
         self._next_provisional = -1
-        self._search = CentreIndex(dimension, exact_below=exact_below)
+        self._search = CentreIndex(dimension, exact_below=exact_below, threads=threads)
 
     @classmethod
     def from_members(cls, dimension: int, vectors: Vectors, labels: Sequence[int] | Labels,
@@ -246,13 +247,16 @@ def _grown(array: npt.NDArray[np.generic], rows: int) -> npt.NDArray[np.generic]
 # --- re-clustering -----------------------------------------------------------------------------
 
 def recluster(vectors: Vectors, current_labels: Labels,
-              threshold: float = ASSIGN_THRESHOLD, *, exact_below: int = EXACT_BELOW) -> Labels:
+              threshold: float = ASSIGN_THRESHOLD, *, exact_below: int = EXACT_BELOW,
+              threads: int = ALL_CORES) -> Labels:
     """A refined partition of ``vectors`` (unit rows of one dimension), as labels.
 
     Each step finds nearest centres: exactly below ``exact_below`` clusters (linear in faces x
     clusters, and deterministic: same input, same output), above it among the candidates of a
-    graph over the centres (:mod:`service.faces.centres`: about linear in faces; the graph is
-    built on every core, so a near tie may go either way from one run to the next):
+    graph over the centres (:mod:`service.faces.centres`: about linear in faces). The graphs
+    are built on ``threads``: on every core by default, the fastest, where a near tie may go
+    either way from one run to the next; ``threads=1`` (about twice as slow to build) gives
+    the same labels for the same input:
 
     1. Every face is assigned incrementally afresh, in row order (the current clusters are not
        the starting point, so a cluster that wrongly holds two people can split).
@@ -275,10 +279,10 @@ def recluster(vectors: Vectors, current_labels: Labels,
         raise ValueError("one label per vector expected")
     if not len(labels):
         return labels
-    rows = _initial_rows(vectors, threshold, exact_below)
-    rows = _merge_close_centres(vectors, rows, threshold, exact_below)
+    rows = _initial_rows(vectors, threshold, exact_below, threads)
+    rows = _merge_close_centres(vectors, rows, threshold, exact_below, threads)
     for _ in range(RECLUSTER_ROUNDS):
-        moved, rows = _move_to_nearest(vectors, rows, threshold, exact_below)
+        moved, rows = _move_to_nearest(vectors, rows, threshold, exact_below, threads)
         if not moved:
             break
     return _stable_ids(rows, labels)
@@ -298,13 +302,14 @@ def _centres(vectors: Vectors, rows: npt.NDArray[np.int64]) -> Vectors:
 
 
 def _initial_rows(vectors: Vectors, threshold: float,
-                  exact_below: int) -> npt.NDArray[np.int64]:
-    clusters = Clusters(vectors.shape[1], threshold, exact_below=exact_below)
+                  exact_below: int, threads: int) -> npt.NDArray[np.int64]:
+    clusters = Clusters(vectors.shape[1], threshold, exact_below=exact_below, threads=threads)
     return _compact(np.array([a.person_id for a in clusters.assign(vectors)], dtype=np.int64))
 
 
 def _merge_close_centres(vectors: Vectors, rows: npt.NDArray[np.int64],
-                         threshold: float, exact_below: int) -> npt.NDArray[np.int64]:
+                         threshold: float, exact_below: int,
+                         threads: int) -> npt.NDArray[np.int64]:
     centres = _centres(vectors, rows)
     parent = np.arange(len(centres))
 
@@ -314,7 +319,7 @@ def _merge_close_centres(vectors: Vectors, rows: npt.NDArray[np.int64],
             i = int(parent[i])
         return i
 
-    for i, j in _close_pairs(centres, threshold, exact_below):
+    for i, j in _close_pairs(centres, threshold, exact_below, threads):
         a, b = root(i), root(j)
         if a != b:
             parent[max(a, b)] = min(a, b)
@@ -323,9 +328,10 @@ def _merge_close_centres(vectors: Vectors, rows: npt.NDArray[np.int64],
 
 
 def _move_to_nearest(vectors: Vectors, rows: npt.NDArray[np.int64], threshold: float,
-                     exact_below: int) -> tuple[bool, npt.NDArray[np.int64]]:
+                     exact_below: int, threads: int) -> tuple[bool, npt.NDArray[np.int64]]:
     centres = _centres(vectors, rows)
-    best, score = nearest_rows(centres, vectors, block=BLOCK_ROWS, exact_below=exact_below)
+    best, score = nearest_rows(centres, vectors, block=BLOCK_ROWS, exact_below=exact_below,
+                               threads=threads)
     # A face below the threshold to every centre starts a cluster of its own.
     alone = np.flatnonzero(score < threshold)
     best[alone] = len(centres) + np.arange(len(alone))
@@ -334,7 +340,7 @@ def _move_to_nearest(vectors: Vectors, rows: npt.NDArray[np.int64], threshold: f
 
 
 def _close_pairs(centres: Vectors, threshold: float,
-                 exact_below: int) -> list[tuple[int, int]]:
+                 exact_below: int, threads: int) -> list[tuple[int, int]]:
     """Pairs of centres at least ``threshold`` similar: every pair below ``exact_below``
     centres, else among each centre's graph neighbours."""
     pairs: list[tuple[int, int]] = []
@@ -344,7 +350,7 @@ def _close_pairs(centres: Vectors, threshold: float,
             pairs.extend((int(i) + start, int(j))
                          for i, j in zip(*np.nonzero(block >= threshold), strict=True))
         return pairs
-    neighbours = neighbour_rows(centres, centres)
+    neighbours = neighbour_rows(centres, centres, threads=threads)
     for start in range(0, len(centres), CANDIDATE_BLOCK):
         rows = neighbours[start:start + CANDIDATE_BLOCK]
         scores = np.einsum("ijd,id->ij", centres[rows], centres[start:start + CANDIDATE_BLOCK])
