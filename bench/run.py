@@ -204,13 +204,23 @@ class Server:
 
     def vm_hwm(self) -> int:
         """Sum over the process tree of each process's peak RSS (VmHWM), in bytes."""
-        total = 0
+        return sum(self.vm_hwm_by_role().values())
+
+    def vm_hwm_by_role(self) -> dict[str, int]:
+        """Peak RSS (VmHWM) in bytes, summed per role: ``face_process`` (the face index's
+        process) and ``receiving`` (every other process of the tree: the one that receives
+        and stores deliveries, or its workers)."""
+        peaks = {"receiving": 0, "face_process": 0}
         for pid in load.ServerTree(self.process.pid).pids:
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as handle:
-                for line in handle:
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1]) * 1024
-        return total
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    face = b"service.faces.process" in handle.read()
+                with open(f"/proc/{pid}/status") as handle:
+                    for line in handle:
+                        if line.startswith("VmHWM:"):
+                            role = "face_process" if face else "receiving"
+                            peaks[role] += int(line.split()[1]) * 1024
+        return peaks
 
 
 def _base_env() -> dict[str, str]:
@@ -636,13 +646,18 @@ def cost(cfg: Config, dbs: Databases, results: dict[str, Any]) -> None:
         window = python_window(server, payload="large", cfg=cfg, duration=None,
                                requests=count, warmup_requests=0 if cfg.quick else 1,
                                concurrency=1, duplicates=0.0)[0]
-        hwm = server.vm_hwm()
+        peaks = server.vm_hwm_by_role()
+    hwm = sum(peaks.values())
     size = payloads.template("large", cfg.seed).size
     entry = cost_entry(dbs.kind, "large", size, rows_of("large", cfg.seed), window)
-    entry.update(idle_rss=idle, vm_hwm=hwm, rss_peak_sampled=window["server_rss_peak"])
+    entry.update(idle_rss=idle, vm_hwm=hwm, vm_hwm_receiving=peaks["receiving"],
+                 vm_hwm_face_process=peaks["face_process"],
+                 rss_peak_sampled=window["server_rss_peak"])
     results["cost"].append(entry)
     log(f"{dbs.kind} large: {entry['ms_p50']:.0f} ms, peak RSS {hwm / 1e6:.0f} MB "
-        f"(idle {idle / 1e6:.0f} MB, payload {size / 1e6:.1f} MB)")
+        f"(receiving process {peaks['receiving'] / 1e6:.0f} MB, face process "
+        f"{peaks['face_process'] / 1e6:.0f} MB; idle {idle / 1e6:.0f} MB, payload "
+        f"{size / 1e6:.1f} MB)")
 
 
 def cost_entry(database: str, name: str, size: int, rows: int,

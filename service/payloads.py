@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import sys
+from collections.abc import Iterator
 from types import FrameType
 from typing import Annotated, Any, Literal
 
@@ -270,8 +272,59 @@ def canonical(payload: Payload) -> bytes:
 
 
 def content_hash(payload: Payload) -> str:
-    """Two deliveries with the same content hash carry the same result."""
-    return hashlib.sha256(canonical(payload)).hexdigest()
+    """Two deliveries with the same content hash carry the same result: the SHA-256 of
+    :func:`canonical`, fed in pieces (:func:`canonical_pieces`) so that a large payload's
+    canonical form never exists whole beside its body."""
+    hasher = hashlib.sha256()
+    for piece in canonical_pieces(payload):
+        hasher.update(piece)
+    return hasher.hexdigest()
+
+
+PIECE_ITEMS = 32
+"""Elements of a long list encoded at once (32 scenes of five faces: about 2 MB)."""
+
+
+def canonical_pieces(value: msgspec.Struct) -> Iterator[bytes | memoryview]:
+    """:func:`canonical` of ``value`` in pieces whose concatenation is exactly it.
+
+    A struct is encoded with each of its struct fields and long list fields stood in for by a
+    random marker; the output is cut at the markers, and in their places come the struct's
+    own pieces (recursively) and the list encoded :data:`PIECE_ITEMS` elements at a time
+    (``[a,b]`` and ``[c]`` make ``[a,b,c]``: the encoding has no whitespace)."""
+    parts: dict[str, Any] = {}
+    for name in value.__struct_fields__:
+        field = getattr(value, name)
+        if isinstance(field, msgspec.Struct) or (
+                isinstance(field, list) and len(field) > PIECE_ITEMS):
+            parts[name] = field
+    if not parts:
+        yield _canonical_encoder.encode(value)
+        return
+    markers = {name: secrets.token_hex(16) for name in parts}
+    outline = _canonical_encoder.encode(msgspec.structs.replace(value, **markers))
+    view = memoryview(outline)
+    places = sorted((outline.index(b'"%s"' % markers[name].encode("ascii")), name)
+                    for name in parts)
+    start = 0
+    for at, name in places:
+        yield view[start:at]
+        field = parts[name]
+        if isinstance(field, msgspec.Struct):
+            yield from canonical_pieces(field)
+        else:
+            yield from _list_pieces(field)
+        start = at + len(markers[name]) + 2
+    yield view[start:]
+
+
+def _list_pieces(values: list[Any]) -> Iterator[bytes | memoryview]:
+    yield b"["
+    for start in range(0, len(values), PIECE_ITEMS):
+        if start:
+            yield b","
+        yield memoryview(_canonical_encoder.encode(values[start:start + PIECE_ITEMS]))[1:-1]
+    yield b"]"
 
 
 def encode_error(error: Error | None) -> str | None:

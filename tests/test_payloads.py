@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from typing import Any
@@ -11,9 +12,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bench import payloads as bench_payloads
 from service.payloads import (
+    PIECE_ITEMS,
     Payload,
     PayloadError,
+    canonical,
+    canonical_pieces,
     content_hash,
     job_id_hint,
     kind_of,
@@ -191,6 +196,46 @@ def test_integer_numbers_are_accepted_where_floats_belong() -> None:
 def test_the_content_hash_of_each_reference_example_is_the_one_earlier_releases_stored(
         name: str, digest: str) -> None:
     assert content_hash(parse((EXAMPLES / name).read_bytes())) == digest
+
+
+def _long(name: str, count: int) -> bytes:
+    """The example with every list of its result (or its items) ``count`` elements long."""
+    document = doc(name)
+
+    def grown(values: Any) -> Any:
+        if not isinstance(values, list) or not values:
+            return values
+        return [copy.deepcopy(values[i % len(values)]) for i in range(count)]
+
+    if "items" in document:
+        document["items"] = grown(document["items"])
+        for item in document["items"]:
+            for key, values in (item.get("result") or {}).items():
+                item["result"][key] = grown(values)
+    else:
+        for key, values in document["result"].items():
+            if key != "frame_activity_diffs":
+                document["result"][key] = grown(values)
+    return encode(document)
+
+
+@pytest.mark.parametrize(("body", "cut"), [
+    pytest.param(_long(VIDEO, count), count > PIECE_ITEMS, id=f"video-lists-of-{count}")
+    for count in (PIECE_ITEMS, PIECE_ITEMS + 1, 2 * PIECE_ITEMS, 5 * PIECE_ITEMS + 3)] + [
+    pytest.param(_long(IMAGES, 3 * PIECE_ITEMS + 1), True, id="image-batch-of-97-items"),
+    pytest.param(bench_payloads.template("typical").body("video_bench_1"), True,
+                 id="bench-typical"),
+    pytest.param(bench_payloads.template("image").body("image_batch_bench_1"), False,
+                 id="bench-image"),
+])
+def test_a_payloads_hash_is_fed_in_pieces_that_make_exactly_its_canonical_form(
+        body: bytes, cut: bool) -> None:
+    payload = parse(body)
+    pieces = [bytes(piece) for piece in canonical_pieces(payload)]
+    # a list longer than PIECE_ITEMS is encoded a slice at a time
+    assert (len(pieces) > 3) == cut
+    assert b"".join(pieces) == canonical(payload)
+    assert content_hash(payload) == hashlib.sha256(canonical(payload)).hexdigest()
 
 
 def test_unknown_fields_at_the_top_level_and_deep_inside_a_video_are_accepted() -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import os
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from service.privacy.envelope import (
+    SEAL_IN_PIECES_FROM,
+    SEAL_PIECE_BYTES,
     KeyMismatch,
     SealedValueError,
     Sealer,
@@ -108,6 +112,31 @@ def test_a_tampered_sealed_value_raises_sealed_value_error() -> None:
             sealer.open(bytes(altered), aad=aad)
     with pytest.raises(SealedValueError):
         sealer.open(sealed[:27], aad=aad)
+
+
+@pytest.mark.parametrize("size", [
+    SEAL_IN_PIECES_FROM - 1, SEAL_IN_PIECES_FROM, SEAL_IN_PIECES_FROM + 1,
+    3 * SEAL_PIECE_BYTES + 17])
+def test_a_large_value_sealed_in_pieces_is_byte_for_byte_what_one_shot_sealing_makes(
+        size: int) -> None:
+    data_key = new_data_key()
+    aad = field_aad("video_1", "body")
+    plaintext = os.urandom(size)
+    sealed = Sealer(data_key).seal(plaintext, aad=aad)
+    nonce = sealed[:12]
+    assert sealed == nonce + AESGCM(data_key).encrypt(nonce, plaintext, aad)
+    assert Sealer(data_key).open(sealed, aad=aad) == plaintext
+
+
+def test_a_large_value_sealed_in_pieces_refuses_to_open_when_any_piece_was_altered() -> None:
+    sealer = Sealer(new_data_key())
+    aad = field_aad("video_1", "body")
+    sealed = sealer.seal(os.urandom(2 * SEAL_PIECE_BYTES + 5), aad=aad)
+    for position in (12, 12 + SEAL_PIECE_BYTES, len(sealed) - 17, len(sealed) - 1):
+        altered = bytearray(sealed)
+        altered[position] ^= 0x80
+        with pytest.raises(SealedValueError):
+            sealer.open(bytes(altered), aad=aad)
 
 
 def test_a_sealed_value_does_not_open_under_other_associated_data_or_data_key() -> None:

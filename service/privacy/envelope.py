@@ -10,9 +10,11 @@ caller's ``key_ref`` (an opaque id of the data key).
 from __future__ import annotations
 
 import functools
+import io
 import os
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from service.privacy.keys import Keyring
@@ -21,6 +23,9 @@ from service.randomness import public_random_bytes
 DATA_KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
+SEAL_IN_PIECES_FROM = 1 << 20
+"""Plaintexts from this size on are sealed piece by piece straight into the sealed value."""
+SEAL_PIECE_BYTES = 1 << 20
 
 
 class KeyMismatch(Exception):
@@ -117,19 +122,39 @@ def unwrap_data_key(keyring: Keyring, key_id: str, blob: bytes, *, key_ref: byte
 class Sealer:
     """Seals and opens values under one data key; build one per data key and reuse it."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_key")
 
     def __init__(self, data_key: bytes) -> None:
         if len(data_key) != DATA_KEY_BYTES:
             raise ValueError(f"a data key is {DATA_KEY_BYTES} bytes, not {len(data_key)}")
         self._aead = AESGCM(data_key)
+        self._key = data_key
 
     def __repr__(self) -> str:
         return "Sealer(<data key hidden>)"
 
     def seal(self, plaintext: bytes, *, aad: bytes) -> bytes:
         nonce = new_nonce()
+        if len(plaintext) >= SEAL_IN_PIECES_FROM:
+            return self._seal_in_pieces(nonce, plaintext, aad)
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def _seal_in_pieces(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """The value :meth:`seal` gives, byte for byte, built without a whole-size temporary:
+        one-shot AES-GCM returns ciphertext and tag, and the nonce in front makes a second
+        copy; for a large body (a 22 MB delivery compresses to about 11 MB) that was a third
+        copy alive at once. The ciphertext is written piece by piece into one growing buffer
+        whose value is then taken without a copy."""
+        encryptor = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(aad)
+        sealed = io.BytesIO()
+        sealed.write(nonce)
+        with memoryview(plaintext) as view:
+            for start in range(0, len(view), SEAL_PIECE_BYTES):
+                sealed.write(encryptor.update(view[start:start + SEAL_PIECE_BYTES]))
+        sealed.write(encryptor.finalize())
+        sealed.write(encryptor.tag)
+        return sealed.getvalue()
 
     def open(self, sealed: bytes, *, aad: bytes) -> bytes:
         if len(sealed) < NONCE_BYTES + TAG_BYTES:

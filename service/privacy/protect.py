@@ -87,12 +87,14 @@ class Protector:
         sealer = None
         if self.policy.needs_key:
             prepared.data_key, sealer = self._new_key(prepared.job_id, delivery.received_at)
+        # The body first: until it is compressed it is the largest thing held (a 22 MB
+        # delivery), and the persons' sealed values need not be alive beside it.
+        prepared.body = self._body(delivery, prepared.job_id, sealer,
+                                   prepared.data_key_id, prepared.data_key)
         persons = prepared.rows.get("persons")
         if persons:
             self._protect_persons(prepared, persons, sealer)
         prepared.withheld = ",".join(self._dropped) if self._dropped and persons else None
-        prepared.body = self._body(delivery, prepared.job_id, sealer,
-                                   prepared.data_key_id, prepared.data_key)
 
     def protect_rejected(self, delivery: IncomingDelivery, job_id: str | None) -> StoredBody:
         """The stored form of a body that was not accepted (it may still hold faces)."""

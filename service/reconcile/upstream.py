@@ -21,14 +21,16 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin
 
-import httpx
 import msgspec
 import structlog
 
 from service.config import Settings, UpstreamPaths
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger("service.reconcile.upstream")
 
@@ -97,15 +99,17 @@ def media_type_of(kind: str) -> str:
     return "video" if kind == "video" else "image"
 
 
-_REASONS: dict[type[httpx.HTTPError], str] = {
-    httpx.ConnectError: "connection_refused", httpx.ConnectTimeout: "connect_timeout",
-    httpx.ReadTimeout: "read_timeout", httpx.WriteTimeout: "write_timeout",
-    httpx.PoolTimeout: "pool_timeout", httpx.RemoteProtocolError: "protocol_error",
-    httpx.ReadError: "read_error", httpx.WriteError: "write_error"}
+_REASONS = {
+    "ConnectError": "connection_refused", "ConnectTimeout": "connect_timeout",
+    "ReadTimeout": "read_timeout", "WriteTimeout": "write_timeout",
+    "PoolTimeout": "pool_timeout", "RemoteProtocolError": "protocol_error",
+    "ReadError": "read_error", "WriteError": "write_error"}
+"""httpx's error classes (by name: httpx is imported only once an upstream is configured)."""
 
 
 def _reason(exc: httpx.HTTPError) -> str:
-    return _REASONS.get(type(exc), type(exc).__name__)
+    name = type(exc).__name__
+    return _REASONS.get(name, name)
 
 
 class Upstream:
@@ -113,6 +117,8 @@ class Upstream:
 
     def __init__(self, base_url: str, *, token: str | None, paths: UpstreamPaths,
                  timeout: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        import httpx
+
         headers = {"User-Agent": "results-receiver"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -144,6 +150,8 @@ class Upstream:
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Answer:
         """One request; the answer whatever its status, or :class:`Unreachable`."""
+        import httpx
+
         try:
             async with self._client.stream(method, path, **kwargs) as response:
                 chunks: list[bytes] = []

@@ -4,17 +4,19 @@ explorer's error page."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import jinja2
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
-from starlette.templating import Jinja2Templates
+
+if TYPE_CHECKING:
+    from starlette.templating import Jinja2Templates
 
 from service.ui import text
 from service.ui.sessions import Session
@@ -78,9 +80,14 @@ def path_for(request: Request, name: str, *, query: Mapping[str, Any] | None = N
 
 
 class Renderer:
-    """The explorer's templates, built once per app."""
+    """The explorer's templates, built once per app, on its first page: a server that only
+    receives webhooks never loads Jinja2."""
 
-    def __init__(self) -> None:
+    @functools.cached_property
+    def templates(self) -> Jinja2Templates:
+        import jinja2
+        from starlette.templating import Jinja2Templates
+
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
@@ -99,7 +106,7 @@ class Renderer:
                             **params)
 
         environment.globals["path"] = path
-        self.templates = Jinja2Templates(env=environment)
+        return Jinja2Templates(env=environment)
 
     def page(self, request: Request, name: str, context: Mapping[str, Any], *,
              session: Session | None, status: int = 200,
