@@ -7,10 +7,12 @@ prove that ingest lost nothing.
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
+from collections import defaultdict, namedtuple
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 
@@ -19,7 +21,7 @@ from service.privacy.reveal import DATA_KEY_COLUMNS, PersonBiometrics, Revealer,
 from service.vectors import unpack_doubles
 
 Json = dict[str, Any]
-_Grouped = defaultdict[tuple[int, ...], list[Row[Any]]]
+_Grouped = defaultdict[tuple[int, ...], list[Any]]
 
 
 def _present(**fields: Any) -> Json:
@@ -37,15 +39,86 @@ def _rows_of_job(table_name: str) -> sa.Select[Any]:
     return sa.select(table).where(table.c.job_pk == sa.bindparam("job_pk")).order_by(*keys)
 
 
-def _grouped(conn: sa.Connection, model: type[Any], job_pk: int, depth: int) -> _Grouped:
-    """Rows of one table, in key order, grouped by their first ``depth`` key columns after
-    ``job_pk``."""
-    table_name = models.table_of(model).name
-    names = models.POSITION_KEYS[table_name][:depth]
-    groups: _Grouped = defaultdict(list)
-    for row in conn.execute(_rows_of_job(table_name), {"job_pk": job_pk}):
-        groups[tuple([getattr(row, name) for name in names])].append(row)
-    return groups
+_PREFETCHED = tuple(name for name in models.POSITION_KEYS if name != "persons")
+"""The tables PostgreSQL gives in one statement (persons, whose sealed values are the bulk of a
+job's bytes, keep their own statement and binary transfer)."""
+_NOT_REBUILT = frozenset({"id", "search_terms"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefetch:
+    """One statement for the rows of every :data:`_PREFETCHED` table of a job, each table as
+    one JSON array of row arrays; and how to turn each back into rows like SQLAlchemy's."""
+
+    statement: sa.TextClause
+    rows: dict[str, tuple[Callable[..., Any], list[Callable[[Any], Any] | None]]]
+
+
+def _json_value(column: sa.Column[Any]) -> tuple[str, Callable[[Any], Any] | None]:
+    """The SQL that puts ``column`` in a JSON array, and what turns it back (None: as is).
+    Doubles go as text (float8's shortest exact form: JSON numbers would turn -0.0 into 0)
+    and bytea as hex."""
+    if isinstance(column.type, sa.Float):
+        return f"{column.name}::text", float
+    if isinstance(column.type, sa.LargeBinary):
+        return f"encode({column.name}, 'hex')", bytes.fromhex
+    return column.name, None
+
+
+@functools.cache
+def _prefetch() -> _Prefetch:
+    selects = []
+    rows: dict[str, tuple[Callable[..., Any], list[Callable[[Any], Any] | None]]] = {}
+    for name in _PREFETCHED:
+        table = models.metadata.tables[name]
+        columns = [c for c in table.columns if c.name not in _NOT_REBUILT]
+        values = [_json_value(c) for c in columns]
+        keys = ", ".join(models.POSITION_KEYS[name])
+        array = f"json_build_array({', '.join(v for v, _ in values)})"
+        # only the models' table and column names go into the text
+        selects.append(f"(SELECT coalesce(json_agg({array} ORDER BY {keys}), '[]') "  # noqa: S608
+                       f"FROM {name} WHERE job_pk = :job_pk) AS {name}")
+        rows[name] = (namedtuple(f"{name}_row", [c.name for c in columns]),
+                      [convert for _, convert in values])
+    return _Prefetch(sa.text("SELECT " + ",\n       ".join(selects)), rows)
+
+
+def _prefetched(conn: sa.Connection, job_pk: int) -> dict[str, list[Any]]:
+    """Every :data:`_PREFETCHED` table's rows of the job, in key order, in one round trip."""
+    prefetch = _prefetch()
+    answer = conn.execute(prefetch.statement, {"job_pk": job_pk}).one()
+    tables: dict[str, list[Any]] = {}
+    for name, text in zip(_PREFETCHED, answer, strict=True):
+        make, converts = prefetch.rows[name]
+        tables[name] = [
+            make(*[value if convert is None or value is None else convert(value)
+                   for value, convert in zip(values, converts, strict=True)])
+            for values in msgspec.json.decode(text if isinstance(text, str) else
+                                              msgspec.json.encode(text))]
+    return tables
+
+
+class _JobRows:
+    """A job's rows, table by table, in key order. SQLite reads a table when it is asked for;
+    PostgreSQL reads every table but persons at once, since a round trip per table was half of
+    a typical `/payload`'s time there (rebuild 4.65 ms against SQLite's 2.40 ms)."""
+
+    def __init__(self, conn: sa.Connection, job_pk: int) -> None:
+        self._conn = conn
+        self._job_pk = job_pk
+        self._tables = _prefetched(conn, job_pk) if conn.dialect.name == "postgresql" else {}
+
+    def grouped(self, model: type[Any], depth: int) -> _Grouped:
+        """Rows of one table grouped by their first ``depth`` key columns after ``job_pk``."""
+        table_name = models.table_of(model).name
+        rows: Iterable[Any] | None = self._tables.get(table_name)
+        if rows is None:
+            rows = self._conn.execute(_rows_of_job(table_name), {"job_pk": self._job_pk})
+        names = models.POSITION_KEYS[table_name][:depth]
+        groups: _Grouped = defaultdict(list)
+        for row in rows:
+            groups[tuple([getattr(row, name) for name in names])].append(row)
+        return groups
 
 
 def _segment(row: Row[Any]) -> Json:
@@ -100,19 +173,20 @@ def rebuild(conn: sa.Connection, job_id: str, revealer: Revealer) -> Rebuilt | N
 
     def person(row: Row[Any]) -> Json:
         return _person(row, revealer.person(conn, job.job_id, job.data_key_id, row))
-    items = (_grouped(conn, models.MediaItem, pk, 0))[()]
+    job_rows = _JobRows(conn, pk)
+    items = job_rows.grouped(models.MediaItem, 0)[()]
 
     def rows_of(model: type[Any], depth: int, *counts: str) -> _Grouped:
         """The table's rows, when an item's ``counts`` say it has any (a read fewer for
         each kind of entity the job has none of)."""
         if any(getattr(item, count) for item in items for count in counts):
-            return _grouped(conn, model, pk, depth)
+            return job_rows.grouped(model, depth)
         return defaultdict(list)
 
     scenes = rows_of(models.Scene, 1, "n_scenes")
     activity = rows_of(models.FrameActivity, 1, "n_activity")
     sections = rows_of(models.Section, 1, "n_sections")
-    segments = (_grouped(conn, models.SectionSegment, pk, 2)
+    segments = (job_rows.grouped(models.SectionSegment, 2)
                 if any(r.n_segments for rows in sections.values() for r in rows)
                 else defaultdict(list))
     ocr = rows_of(models.OcrText, 1, "n_ocr")

@@ -3,6 +3,7 @@ to the delivered payload less unknown fields and nulls, on SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import struct
 import uuid
 from typing import Any
 
@@ -88,6 +89,40 @@ async def test_payload_needs_a_token(client):
     response = await client.get("/v1/jobs/video_1/payload")
     assert response.status_code == 401
     assert response.json()["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("value", [-0.0, 5e-324, -2.2250738585072014e-308,
+                                   1.7976931348623157e308, 0.1, 1e22, 9007199254740993.0])
+async def test_every_double_of_a_video_comes_back_bit_for_bit(client, read_token, database_url,
+                                                               value):
+    if value == 0 and database_url.startswith("sqlite"):
+        # A column of REAL affinity stores an integral value as an integer: -0.0 comes back
+        # as 0.0 (equal by value, as /payload promises; not bit for bit).
+        pytest.xfail("SQLite's REAL columns keep -0.0 as 0")
+    segment = {"start_seconds": value, "end_seconds": value}
+    document = {"job_id": f"video_{uuid.uuid4().hex}", "status": "finished", "result": {
+        "raw_scenes": [segment],
+        "frame_activity_diffs": [value, value],
+        "sections": [{"section_tag": "a", "time_segments": [segment],
+                      "thumbnail_timestamp": value, "confidence": value,
+                      "relative_activity": value}],
+        "ocr_results": [{"language_code": "en", "full_text": "x", "time_segment": segment}],
+        "person_constellation_scenes": [{"time_segment": segment, "person_ids": [
+            {"age": value, "face_embedding": [value, value], "relative_prominence": value}]}],
+    }}
+    rebuilt = await deliver_and_read_back(client, read_token, document)
+    assert_json_equal(rebuilt, document)
+
+    def doubles(node: Any) -> list[float]:
+        if isinstance(node, dict):
+            return [x for v in node.values() for x in doubles(v)]
+        if isinstance(node, list):
+            return [x for v in node for x in doubles(v)]
+        return [node] if isinstance(node, float) else []
+
+    found = doubles(rebuilt["result"])
+    assert len(found) == 17
+    assert {struct.pack("<d", x) for x in found} == {struct.pack("<d", value)}
 
 
 # --- property: generated payloads round-trip ----------------------------------------------------
