@@ -76,7 +76,8 @@ def _prefetch() -> _Prefetch:
         keys = ", ".join(models.POSITION_KEYS[name])
         array = f"json_build_array({', '.join(v for v, _ in values)})"
         # only the models' table and column names go into the text
-        selects.append(f"(SELECT coalesce(json_agg({array} ORDER BY {keys}), '[]') "  # noqa: S608
+        # as text: msgspec decodes it, not the driver's JSON codec
+        selects.append(f"(SELECT coalesce(json_agg({array} ORDER BY {keys}), '[]')::text "  # noqa: S608
                        f"FROM {name} WHERE job_pk = :job_pk) AS {name}")
         rows[name] = (namedtuple(f"{name}_row", [c.name for c in columns]),
                       [convert for _, convert in values])
@@ -93,8 +94,7 @@ def _prefetched(conn: sa.Connection, job_pk: int) -> dict[str, list[Any]]:
         tables[name] = [
             make(*[value if convert is None or value is None else convert(value)
                    for value, convert in zip(values, converts, strict=True)])
-            for values in msgspec.json.decode(text if isinstance(text, str) else
-                                              msgspec.json.encode(text))]
+            for values in msgspec.json.decode(text)]
     return tables
 
 
