@@ -45,13 +45,17 @@ job's bytes, keep their own statement and binary transfer)."""
 _NOT_REBUILT = frozenset({"id", "search_terms"})
 
 
+_RowMaker = tuple[Callable[..., Any], list[Callable[[Any], Any] | None]]
+"""A row's type (a named tuple) and each column's conversion from its JSON value (or None)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Prefetch:
     """One statement for the rows of every :data:`_PREFETCHED` table of a job, each table as
     one JSON array of row arrays; and how to turn each back into rows like SQLAlchemy's."""
 
     statement: sa.TextClause
-    rows: dict[str, tuple[Callable[..., Any], list[Callable[[Any], Any] | None]]]
+    rows: dict[str, _RowMaker]
 
 
 def _json_value(column: sa.Column[Any]) -> tuple[str, Callable[[Any], Any] | None]:
@@ -68,15 +72,15 @@ def _json_value(column: sa.Column[Any]) -> tuple[str, Callable[[Any], Any] | Non
 @functools.cache
 def _prefetch() -> _Prefetch:
     selects = []
-    rows: dict[str, tuple[Callable[..., Any], list[Callable[[Any], Any] | None]]] = {}
+    rows: dict[str, _RowMaker] = {}
     for name in _PREFETCHED:
         table = models.metadata.tables[name]
         columns = [c for c in table.columns if c.name not in _NOT_REBUILT]
         values = [_json_value(c) for c in columns]
         keys = ", ".join(models.POSITION_KEYS[name])
         array = f"json_build_array({', '.join(v for v, _ in values)})"
-        # only the models' table and column names go into the text
-        # as text: msgspec decodes it, not the driver's JSON codec
+        # Only the models' names go into the SQL. Each array comes as text, for msgspec to
+        # decode (the driver's JSON codec would use the json module).
         selects.append(f"(SELECT coalesce(json_agg({array} ORDER BY {keys}), '[]')::text "  # noqa: S608
                        f"FROM {name} WHERE job_pk = :job_pk) AS {name}")
         rows[name] = (namedtuple(f"{name}_row", [c.name for c in columns]),
