@@ -5,23 +5,30 @@ acknowledged before the commit."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
-from service import payloads
+from service import models, payloads
 from service.config import Settings
 from service.db import Database
 from service.ingest import IncomingDelivery, PreparedResult, prepare
-from tests.support.db import table_counts
+from service.writer.postgres import SEPARATE_BODY_FROM
+from tests.support.db import fetch_all, stored_bodies, table_counts
 from tests.support.signing import encode, example
 
 pytestmark = pytest.mark.anyio
 
 
-def _prepared(job_id: str) -> tuple[PreparedResult, IncomingDelivery]:
+def _prepared(job_id: str, *, padding: int = 0) -> tuple[PreparedResult, IncomingDelivery]:
+    """A video's first delivery; ``padding`` random hex characters in an unknown field make its
+    body that much larger."""
     document = example("video_finished.json")
     document["job_id"] = job_id
+    if padding:
+        document["padding"] = secrets.token_hex(padding // 2)
     body = encode(document)
     delivery = IncomingDelivery(body=body, received_at=datetime.now(UTC),
                                 signature_scheme="hmac-sha256")
@@ -93,6 +100,57 @@ async def test_two_copies_of_a_job_queued_together_store_it_once(settings: Setti
     counts = await table_counts(settings)
     assert counts["jobs"] == counts["deliveries"] == 6
     assert counts["scenes"] == 12
+
+
+async def test_large_bodies_in_a_batch_are_stored_with_their_delivery_log_rows(
+        settings: Settings) -> None:
+    jobs = [_prepared("video_small_a"), _prepared("video_large_a", padding=SEPARATE_BODY_FROM),
+            _prepared("video_small_b"), _prepared("video_large_b", padding=SEPARATE_BODY_FROM)]
+    database = Database.from_settings(settings)
+    try:
+        writer = database.writer()
+        created = await asyncio.gather(*(writer.insert_new_job(*job) for job in jobs))
+    finally:
+        await database.dispose()
+
+    assert all(result is not None for result in created)
+    assert len({result[1] for result in created if result}) == 4
+    counts = await table_counts(settings)
+    assert counts["jobs"] == counts["deliveries"] == counts["delivery_bodies"] == 4
+    assert counts["scenes"] == 8
+    assert sorted(await stored_bodies(settings)) == sorted(d.body for _, d in jobs)
+    logged = await fetch_all(settings, sa.select(
+        models.deliveries.c.id, models.deliveries.c.job_id, models.deliveries.c.body_sha256,
+        models.deliveries.c.outcome))
+    by_id = {row.id: row for row in logged}
+    for (prepared, delivery), result in zip(jobs, created, strict=True):
+        assert result is not None
+        row = by_id[result[1]]
+        assert (row.job_id, row.body_sha256, row.outcome) == (
+            prepared.job_id, delivery.body_sha256, "stored")
+
+
+async def test_a_failing_large_delivery_in_a_batch_leaves_no_rows_and_the_others_are_stored(
+        settings: Settings) -> None:
+    good = _prepared("video_good", padding=SEPARATE_BODY_FROM)
+    broken, broken_delivery = _prepared("video_broken", padding=SEPARATE_BODY_FROM)
+    broken.rows["scenes"][1]["scene_index"] = 0  # a duplicate key, raised after the job row
+    small = _prepared("video_small")
+    database = Database.from_settings(settings)
+    try:
+        writer = database.writer()
+        results = await asyncio.gather(
+            writer.insert_new_job(broken, broken_delivery), writer.insert_new_job(*good),
+            writer.insert_new_job(*small), return_exceptions=True)
+    finally:
+        await database.dispose()
+
+    assert isinstance(results[0], Exception)
+    assert isinstance(results[1], tuple)
+    assert isinstance(results[2], tuple)
+    counts = await table_counts(settings)
+    assert counts["jobs"] == counts["deliveries"] == counts["delivery_bodies"] == 2
+    assert sorted(await stored_bodies(settings)) == sorted([good[1].body, small[1].body])
 
 
 @pytest.mark.postgres

@@ -9,6 +9,12 @@ column, each row tagged with its delivery's position in the batch) and the deliv
 If the batch statement fails for a reason of its own data, each delivery is retried alone,
 so one bad delivery never fails the others.
 
+A large body (:data:`SEPARATE_BODY_FROM`) leaves the batch statement: it is written with its
+delivery log row by a statement of its own, in the same transaction. asyncpg holds a
+statement's encoded parameters twice while it sends them (its argument buffer and the Bind
+message), so a 22 MB delivery's body and rows in one statement cost twice their sum, and in
+two statements only twice the larger of them.
+
 Every other write (a redelivery, a replacement, a rejected delivery, a deletion) runs inside
 :meth:`PostgresWriter.transaction` on one pooled connection. A connection that fails in any
 way is closed, never handed to the next delivery.
@@ -16,8 +22,9 @@ way is closed, never handed to the next delivery.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence, Set
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -51,6 +58,8 @@ from service.writer.group_commit import GroupCommit
 # batch's transfer; more only splits batches without saving work.
 MAX_CONCURRENT_BATCHES = 3
 MAX_BATCH = 64
+# A stored body at least this large is written by its own statement (see the module's doc).
+SEPARATE_BODY_FROM = 1 << 20
 
 # A statement that fails with one of these is about its data, not the connection: the
 # batch is retried one delivery at a time.
@@ -125,8 +134,13 @@ def _batch_sql() -> str:
             SELECT {', '.join('d.' + c for c in DELIVERY_COLUMNS)}
             FROM {logged} JOIN job_map USING (ord) RETURNING id, job_id)
         SELECT job_map.ord, job_map.id AS job_pk, logged.id AS delivery_id
-        FROM job_map JOIN job USING (id) JOIN logged USING (job_id)
+        FROM job_map JOIN job USING (id) LEFT JOIN logged USING (job_id)
     """
+
+
+def _stored_record(prepared: PreparedResult, delivery: IncomingDelivery) -> DeliveryRecord:
+    return delivery.record(job_id=prepared.job_id, outcome="stored",
+                           content_sha256=prepared.content_sha256)
 
 
 def _columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -135,8 +149,9 @@ def _columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-def _batch_params(batch: Sequence[NewJob]) -> list[list[Any]]:
-    """One array per placeholder of :func:`_batch_sql`."""
+def _batch_params(batch: Sequence[NewJob], separate: Set[int]) -> list[list[Any]]:
+    """One array per placeholder of :func:`_batch_sql`; the deliveries whose positions are in
+    ``separate`` have neither their body nor their log row in it."""
     job_rows = []
     key_rows = []
     body_rows = []
@@ -147,10 +162,9 @@ def _batch_params(batch: Sequence[NewJob]) -> list[list[Any]]:
         job_rows.append((ord_, prepared.job_id, now, *job_values(prepared, now)))
         if prepared.data_key is not None:
             key_rows.append((ord_, *prepared.data_key.values()))
-        body_rows.append((ord_, *prepared.stored_body(delivery).values()))
-        record = delivery.record(job_id=prepared.job_id, outcome="stored",
-                                 content_sha256=prepared.content_sha256)
-        delivery_rows.append((ord_, *record.values()))
+        if ord_ not in separate:
+            body_rows.append((ord_, *prepared.stored_body(delivery).values()))
+            delivery_rows.append((ord_, *_stored_record(prepared, delivery).values()))
         for name, rows in prepared.rows.items():
             getter = row_getter(name)
             entity_rows[name].extend((ord_, *getter(row)) for row in rows)
@@ -225,6 +239,17 @@ _SAVE_BODY_AND_KEY = f"""
 _INSERT_KEY = (f"INSERT INTO data_keys ({', '.join(DATA_KEY_COLUMNS)}) "
                f"VALUES ({', '.join(f'${i}' for i in range(1, len(DATA_KEY_COLUMNS) + 1))}) "
                "ON CONFLICT (id) DO NOTHING")
+# A separated body and its delivery's log row: one statement, as the foreign key from the log
+# row to the body is checked at the statement's end.
+_SAVE_BODY_AND_LOG = f"""
+    WITH body AS (
+        INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) VALUES ({_BODY_PLACES})
+        ON CONFLICT (sha256) DO NOTHING)
+    INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)})
+    VALUES ({', '.join(f'${i}' for i in range(len(BODY_COLUMNS) + 1,
+                                              len(BODY_COLUMNS) + len(DELIVERY_COLUMNS) + 1))})
+    RETURNING id
+"""
 _SAVE_BODY = (f"INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) "
               f"VALUES ({_BODY_PLACES}) ON CONFLICT (sha256) DO NOTHING")
 # Crypto-shredding first: without its data keys, no copy of the job's sealed values (rows,
@@ -309,10 +334,18 @@ class PostgresPool:
     @staticmethod
     async def _insert(conn: asyncpg.Connection,
                       batch: list[NewJob]) -> list[Created | Exception]:
-        rows = await conn.fetch(_batch_sql(), *_batch_params(batch))
+        separate = {ord_ for ord_, (prepared, delivery) in enumerate(batch)
+                    if len(prepared.stored_body(delivery).data) >= SEPARATE_BODY_FROM}
         created: list[Created | Exception] = [None] * len(batch)
-        for row in rows:
-            created[row["ord"]] = (row["job_pk"], row["delivery_id"])
+        async with conn.transaction() if separate else contextlib.nullcontext():
+            for ord_, job_pk, delivery_id in await conn.fetch(
+                    _batch_sql(), *_batch_params(batch, separate)):
+                if ord_ in separate:
+                    prepared, delivery = batch[ord_]
+                    delivery_id = await conn.fetchval(
+                        _SAVE_BODY_AND_LOG, *prepared.stored_body(delivery).values(),
+                        *_stored_record(prepared, delivery).values())
+                created[ord_] = (job_pk, delivery_id)
         return created
 
     async def close(self) -> None:
