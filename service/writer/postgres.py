@@ -219,39 +219,39 @@ def _delete_counted_rows_sql() -> str:
 _UPDATE_JOB = (f"UPDATE jobs SET "
                f"{', '.join(f'{c} = ${i}' for i, c in enumerate(JOB_VALUE_COLUMNS, start=2))} "
                f"WHERE id = $1")
-_LOG_DELIVERY = (f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
-                 f"VALUES ({', '.join(f'${i}' for i in range(1, len(DELIVERY_COLUMNS) + 1))}) "
-                 f"RETURNING id")
-_BODY_PLACES = ", ".join(f"${i}" for i in range(1, len(BODY_COLUMNS) + 1))
+
+
+def _places(count: int, first: int = 1) -> str:
+    """``$first, ..., $(first + count - 1)``."""
+    return ", ".join(f"${i}" for i in range(first, first + count))
+
+
+def _log_delivery_sql(first: int = 1) -> str:
+    """A delivery log row from the parameters ``$first`` on, returning its id."""
+    return (f"INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)}) "
+            f"VALUES ({_places(len(DELIVERY_COLUMNS), first)}) RETURNING id")
+
+
+_LOG_DELIVERY = _log_delivery_sql()
+_SAVE_BODY = (f"INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) "
+              f"VALUES ({_places(len(BODY_COLUMNS))}) ON CONFLICT (sha256) DO NOTHING")
 _KEY_PLACES = ", ".join(
     f"${i}::{_pg_type(models.data_keys.c[name])}"
     for i, name in enumerate(DATA_KEY_COLUMNS, start=len(BODY_COLUMNS) + 1))
 # The data key goes in with a new body (replace_rows may have put it in already). No foreign
 # key points at data_keys: a sealed value whose key is gone is meant to be unreadable.
 _SAVE_BODY_AND_KEY = f"""
-    WITH body AS (
-        INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) VALUES ({_BODY_PLACES})
-        ON CONFLICT (sha256) DO NOTHING RETURNING 1)
+    WITH body AS ({_SAVE_BODY} RETURNING 1)
     INSERT INTO data_keys ({', '.join(DATA_KEY_COLUMNS)})
     SELECT {_KEY_PLACES} WHERE EXISTS (SELECT 1 FROM body)
     ON CONFLICT (id) DO NOTHING
 """
 _INSERT_KEY = (f"INSERT INTO data_keys ({', '.join(DATA_KEY_COLUMNS)}) "
-               f"VALUES ({', '.join(f'${i}' for i in range(1, len(DATA_KEY_COLUMNS) + 1))}) "
-               "ON CONFLICT (id) DO NOTHING")
+               f"VALUES ({_places(len(DATA_KEY_COLUMNS))}) ON CONFLICT (id) DO NOTHING")
 # A separated body and its delivery's log row: one statement, as the foreign key from the log
 # row to the body is checked at the statement's end.
-_SAVE_BODY_AND_LOG = f"""
-    WITH body AS (
-        INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) VALUES ({_BODY_PLACES})
-        ON CONFLICT (sha256) DO NOTHING)
-    INSERT INTO deliveries ({', '.join(DELIVERY_COLUMNS)})
-    VALUES ({', '.join(f'${i}' for i in range(len(BODY_COLUMNS) + 1,
-                                              len(BODY_COLUMNS) + len(DELIVERY_COLUMNS) + 1))})
-    RETURNING id
-"""
-_SAVE_BODY = (f"INSERT INTO delivery_bodies ({', '.join(BODY_COLUMNS)}) "
-              f"VALUES ({_BODY_PLACES}) ON CONFLICT (sha256) DO NOTHING")
+_SAVE_BODY_AND_LOG = (f"WITH body AS ({_SAVE_BODY}) "
+                      f"{_log_delivery_sql(first=len(BODY_COLUMNS) + 1)}")
 # Crypto-shredding first: without its data keys, no copy of the job's sealed values (rows,
 # bodies, the WAL, a backup) can be read again.
 _DELETE_JOB_AND_DELIVERIES = """
@@ -416,8 +416,7 @@ class PostgresWriter:
         return deletion_counts({"jobs": 1, "deliveries": deliveries, "rows": rows}, expected)
 
     async def insert_row(self, table: sa.Table, values: Mapping[str, Any]) -> int:
-        placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
         row_id: int = await self._connection.fetchval(
-            f"INSERT INTO {table.name} ({', '.join(values)}) VALUES ({placeholders}) "
+            f"INSERT INTO {table.name} ({', '.join(values)}) VALUES ({_places(len(values))}) "
             "RETURNING id", *values.values())
         return row_id
